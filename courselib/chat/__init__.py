@@ -1,0 +1,1 @@
+"""Conversations and prompt templates (Lab 01, Lab 02)."""
