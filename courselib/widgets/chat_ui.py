@@ -1,0 +1,342 @@
+"""ChatUI: a chat window in a notebook, in front of any backend (Lab 01, Lab 02).
+
+The UI knows only the :class:`~courselib.backends.base.Backend` interface, so the same window
+chats with a local GGUF, an in-process transformers model, the class server or the echo
+backend. Enter (or Send) sends; tokens appear as they stream; Stop interrupts; Clear forgets;
+temperature, max tokens and the system prompt sit under "Settings"; the status line shows time
+to first token and tokens/s live; a note says when old turns were trimmed to fit the context.
+
+Why an asyncio task: ipykernel 7 drops widget updates made from background threads, and a
+click (Stop) is not processed while another click handler (Send) is still running. So a click
+only starts a task on the kernel's event loop; the task pulls ONE piece at a time from the
+backend's generator in a worker thread (``run_in_executor``), updates the widgets back on the
+loop, and the loop handles the Stop click between two pieces; Stop closes the generator,
+which stops the engine. Without a running loop (a script, a test) sending runs to completion.
+
+Example::
+
+    >>> from courselib.backends import open_backend
+    >>> ui = ChatUI(open_backend("course-chat"))
+    >>> ui                                    # in a notebook: the chat window
+    >>> ui.send("What is the capital of France?")   # also from code: runs to completion
+    ' The capital of France is Paris.'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from courselib.backends.base import Backend, GenerationConfig, Message
+from courselib.chat.conversation import Conversation
+from courselib.chat.templates import VICUNA_SYSTEM
+from courselib.errors import CourseError, require
+from courselib.widgets.safe_markdown import to_html
+
+widgets = require("ipywidgets", extra="lab")
+
+_DONE = object()  # next(gen, _DONE): a StopIteration cannot travel through a Future
+_BUBBLE = "margin:4px 0;padding:6px 10px;border-radius:8px;background:{bg};color:#111"
+_STYLES = {"user": ("You", "#e3edff"), "assistant": ("Assistant", "#f3f3f3")}
+
+
+@dataclass
+class StreamStats:
+    """Timing of one reply. ``tokens`` counts streamed pieces (backends yield ~1 token each)."""
+
+    tokens: int = 0
+    ttft_s: float | None = None
+    """Seconds from sending to the first piece (prompt processing + first token)."""
+    total_s: float = 0.0
+    decode_s: float = 0.0
+    """Seconds from the first piece to the last."""
+    stopped: bool = False
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode speed: pieces after the first per second after the first (None until 2)."""
+        if self.tokens < 2 or self.decode_s <= 0:
+            return None
+        return (self.tokens - 1) / self.decode_s
+
+    def describe(self) -> str:
+        """E.g. '24 tokens in 0.61 s · 41.2 tokens/s · first token after 52 ms'."""
+        parts = [f"{self.tokens} tokens in {_duration(self.total_s)}"]
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:.1f} tokens/s")
+        if self.ttft_s is not None:
+            parts.append(f"first token after {_duration(self.ttft_s)}")
+        return " · ".join(parts) + (" · stopped" if self.stopped else "")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+class ChatUI:
+    """A chat window: transcript, input, Send/Stop/Clear, settings and live speed.
+
+    Widgets tests and labs may drive: ``input`` (Text), ``send_button``, ``stop_button``,
+    ``clear_button``, ``temperature``, ``max_tokens``, ``system``; read ``transcript_html()``,
+    ``status.value``, ``note.value`` and ``stats`` (the last reply's :class:`StreamStats`).
+    ``task`` is the running asyncio task while a reply streams inside an event loop.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        system: str = VICUNA_SYSTEM,
+        config: GenerationConfig | None = None,
+        refresh_s: float = 0.05,
+    ) -> None:
+        self.backend = backend
+        self.conversation = Conversation(system=system)
+        self.config = config or GenerationConfig()
+        self.refresh_s = refresh_s
+        """At most one redraw of the streaming reply per ``refresh_s`` seconds (and at the end)."""
+        self.stats = StreamStats()
+        self.task: asyncio.Task | None = None
+        self._busy = False
+        self._stop_requested = False
+
+        W = widgets
+        self.messages = W.VBox([])
+        # column-reverse around one child keeps the scroll position pinned to the newest turn
+        self.transcript = W.Box(
+            [self.messages],
+            layout=W.Layout(
+                flex_flow="column-reverse",
+                overflow_y="auto",
+                max_height="420px",
+                min_height="120px",
+                border="1px solid #ddd",
+                padding="4px",
+            ),
+        )
+        self.note = W.HTML("")
+        self.status = W.HTML(self._small(html.escape(f"{backend.name} · ready")))
+        self.input = W.Text(
+            placeholder="Type a message, press Enter",
+            continuous_update=False,  # value arrives on Enter (ipywidgets 8: on_submit is gone)
+            layout=W.Layout(flex="1 1 auto", width="auto"),
+        )
+        self.send_button = W.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.stop_button = W.Button(description="Stop", icon="stop", disabled=True)
+        self.clear_button = W.Button(description="Clear", icon="trash")
+        for b in (self.send_button, self.stop_button, self.clear_button):
+            b.layout.width = "90px"
+        self.temperature = W.FloatSlider(
+            value=self.config.temperature, min=0.0, max=2.0, step=0.05, description="temperature"
+        )
+        self.max_tokens = W.IntSlider(
+            value=self.config.max_tokens,
+            min=1,
+            max=max(self.config.max_tokens, backend.context_size - 1),
+            description="max tokens",
+        )
+        self.system = W.Textarea(
+            value=system, description="system", layout=W.Layout(width="95%", height="70px")
+        )
+        settings = W.Accordion(children=[W.VBox([self.temperature, self.max_tokens, self.system])])
+        settings.set_title(0, "Settings")
+        self.widget = W.VBox(
+            [
+                self.transcript,
+                self.note,
+                W.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
+                self.status,
+                settings,
+            ]
+        )
+        self.input.observe(self._on_input, names="value")
+        self.send_button.on_click(lambda _b: self._submit())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.clear_button.on_click(lambda _b: self.clear())
+
+    # -- public ---------------------------------------------------------------------------
+
+    def send(self, text: str) -> str:
+        """Send ``text`` and stream the reply into the window; return it when it is complete.
+
+        Runs in the caller (blocking) even inside a notebook, so a cell or a script can chat.
+        Raises :class:`CourseError` when the prompt cannot fit the context or a reply is running.
+        """
+        if self._busy:
+            raise CourseError(
+                "A reply is still streaming.", hint="Press Stop, or wait until it finishes."
+            )
+        messages, config, bubble = self._begin(text)
+        gen = self.backend.stream(messages, config=config)
+        return self._finish(bubble, self._pull_sync(gen, bubble))
+
+    def stop(self) -> None:
+        """Interrupt the reply that is streaming (its generator is closed after this piece)."""
+        if self._busy:
+            self._stop_requested = True
+            self.stop_button.disabled = True
+
+    def clear(self) -> None:
+        """Stop any reply, forget every turn and empty the transcript (the settings stay)."""
+        self.stop()  # a reply still finishing sees its bubble gone and leaves the new chat alone
+        self.conversation.clear()
+        self.messages.children = ()
+        self.note.value = ""
+        self.stats = StreamStats()
+        self._set_status(f"{self.backend.name} · cleared")
+
+    def transcript_html(self) -> str:
+        """The HTML of every turn shown, oldest first (what tests inspect)."""
+        return "\n".join(child.value for child in self.messages.children)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _on_input(self, change: dict) -> None:
+        if change["new"].strip():
+            self._submit()
+
+    def _submit(self) -> None:
+        """Enter or Send: start a reply as a task on the running loop, else run it here."""
+        text = self.input.value.strip()
+        if not text:
+            return
+        if self._busy:
+            self._set_status("Still answering: press Stop, or wait until it finishes.")
+            return
+        self.input.value = ""  # fires _on_input with "", which is ignored
+        try:
+            messages, config, bubble = self._begin(text)
+        except CourseError:
+            return  # _begin showed the message under the transcript
+        gen = self.backend.stream(messages, config=config)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._finish(bubble, self._pull_sync(gen, bubble))
+            return
+        self.task = loop.create_task(self._pull_async(gen, bubble))
+
+    # -- one reply --------------------------------------------------------------------------
+
+    def _begin(self, text: str) -> tuple[list[Message], GenerationConfig, object]:
+        """Add the user turn, trim to fit, show both bubbles; mark the UI busy."""
+        self.conversation.system = self.system.value
+        self.conversation.add_user(text)
+        config = replace(
+            self.config, temperature=float(self.temperature.value), max_tokens=self.max_tokens.value
+        )
+        try:
+            fit = self.conversation.fit(self.backend, max_new_tokens=config.max_tokens)
+        except CourseError as exc:
+            self.conversation.turns.pop()
+            self._set_status(f"⚠ {exc.message} What to do: {exc.hint}")
+            raise
+        self.note.value = (
+            self._small(f"✂ {html.escape(fit.note)}", color="#8a5a00") if fit.note else ""
+        )
+        self._add_bubble("user", text)
+        bubble = self._add_bubble("assistant", "", streaming=True)
+        self._busy, self._stop_requested = True, False
+        self.send_button.disabled, self.stop_button.disabled = True, False
+        self.stats = StreamStats()
+        self._started = self._last_redraw = time.perf_counter()
+        self._pieces: list[str] = []
+        self._set_status("waiting for the first token…")
+        return fit.messages, config, bubble
+
+    def _pull_sync(self, gen: Iterator[str], bubble: object) -> Exception | None:
+        """Stream the reply in the caller; returns the error that ended it, if any."""
+        try:
+            for piece in gen:
+                self._on_piece(piece, bubble)
+                if self._stop_requested:  # set by stop() from another thread
+                    break
+        except Exception as exc:  # shown in the transcript: a chat window must not die
+            return exc
+        finally:
+            gen.close()
+        return None
+
+    async def _pull_async(self, gen: Iterator[str], bubble: object) -> str:
+        loop = asyncio.get_running_loop()
+        error: Exception | None = None
+        try:
+            while not self._stop_requested:
+                # One blocking step in a worker thread; the loop meanwhile handles Stop clicks.
+                piece = await loop.run_in_executor(None, next, gen, _DONE)
+                if piece is _DONE:
+                    break
+                self._on_piece(piece, bubble)
+                await asyncio.sleep(0)
+        except Exception as exc:
+            error = exc
+        finally:
+            gen.close()
+        return self._finish(bubble, error)
+
+    def _on_piece(self, piece: str, bubble: object) -> None:
+        now = time.perf_counter()
+        if self.stats.ttft_s is None:
+            self.stats.ttft_s = now - self._started
+        self._pieces.append(piece)
+        self.stats.tokens += 1
+        self.stats.total_s = now - self._started
+        self.stats.decode_s = self.stats.total_s - self.stats.ttft_s
+        if now - self._last_redraw >= self.refresh_s:
+            self._last_redraw = now
+            bubble.value = self._bubble_html("assistant", "".join(self._pieces), streaming=True)
+            self._set_status("answering… " + self.stats.describe())
+
+    def _finish(self, bubble: object, error: Exception | None) -> str:
+        """Final redraw, record the reply in the conversation, re-enable the buttons."""
+        reply = "".join(self._pieces)
+        self.stats.stopped = self._stop_requested
+        self.stats.total_s = time.perf_counter() - self._started
+        self._busy = self._stop_requested = False
+        self.send_button.disabled, self.stop_button.disabled = False, True
+        if error is not None:
+            message = (
+                str(error) if isinstance(error, CourseError) else f"{type(error).__name__}: {error}"
+            )
+            bubble.value = self._bubble_html("assistant", reply) + self._small(
+                html.escape(f"⚠ {message}"), color="#b00020"
+            )
+        else:
+            suffix = " *(stopped)*" if self.stats.stopped else ""
+            bubble.value = self._bubble_html("assistant", reply + suffix)
+        if bubble not in self.messages.children:  # Clear was pressed while it streamed
+            return reply
+        self._set_status(self.stats.describe() if error is None else f"error: {message}")
+        if reply or error is None:
+            self.conversation.add_assistant(reply)
+        else:  # nothing came back: forget the question so the turns stay paired
+            self.conversation.turns.pop()
+        return reply
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def _add_bubble(self, role: str, text: str, *, streaming: bool = False) -> object:
+        bubble = widgets.HTML(self._bubble_html(role, text, streaming=streaming))
+        self.messages.children = (*self.messages.children, bubble)
+        return bubble
+
+    @staticmethod
+    def _bubble_html(role: str, text: str, *, streaming: bool = False) -> str:
+        label, bg = _STYLES[role]
+        body = to_html(text.strip()) + (" ▍" if streaming else "")
+        return f'<div style="{_BUBBLE.format(bg=bg)}"><b>{label}</b><div>{body}</div></div>'
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = self._small(html.escape(text))
+
+    @staticmethod
+    def _small(text: str, *, color: str = "#555") -> str:
+        return f'<span style="font-size:0.9em;color:{color}">{text}</span>'

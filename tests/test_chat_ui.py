@@ -1,0 +1,239 @@
+"""ChatUI driven like a student would: set widget values, click buttons (Lab 01).
+
+Most tests use the echo backend (one token per word, optional delay per word); the last ones
+chat with the real course model through llama.cpp. Inside ``asyncio.run`` the UI behaves as in
+a notebook (a click starts a task on the running loop); outside a loop it runs to completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from courselib.backends.base import GenerationConfig, Message
+from courselib.backends.echo import EchoBackend
+from courselib.errors import CourseError
+from courselib.widgets.chat_ui import ChatUI
+
+WORDS = " ".join(f"w{i}" for i in range(40))  # a 40-token echo reply
+
+
+class SpyEcho(EchoBackend):
+    """Echo backend that records what it was asked and whether its generator was closed."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[tuple[list[Message], GenerationConfig]] = []
+        self.closed = 0
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        self.calls.append((list(messages), config))
+        try:
+            yield from super().stream(messages, config=config)
+        finally:
+            self.closed += 1
+
+
+class FailingBackend(EchoBackend):
+    """Raises after ``after`` pieces, as a server that drops the connection would."""
+
+    def __init__(self, *, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        for i, piece in enumerate(super().stream(messages, config=config)):
+            if i == self.after:
+                raise ConnectionError("server went away")
+            yield piece
+
+
+def test_enter_sends_and_the_reply_streams_into_the_transcript() -> None:
+    ui = ChatUI(EchoBackend())
+    ui.input.value = "hello there"  # what pressing Enter does (continuous_update=False)
+    assert ui.input.value == ""
+    assert [m.role for m in ui.conversation.turns] == ["user", "assistant"]
+    assert ui.conversation.turns[1].content == " hello there"
+    html = ui.transcript_html()
+    assert html.count("<b>You</b>") == 1 and html.count("<b>Assistant</b>") == 1
+    assert "hello there" in html
+
+
+def test_send_button_sends_what_is_typed() -> None:
+    ui = ChatUI(EchoBackend())
+    ui.input.value = ""
+    ui.send_button.click()  # nothing typed: nothing happens
+    assert ui.conversation.turns == []
+    ui.input.value = "one two"
+    ui.send_button.click()  # the Enter above already sent it; the box is empty again
+    assert [m.content for m in ui.conversation.turns] == ["one two", " one two"]
+
+
+def test_stop_interrupts_mid_stream_and_closes_the_generator() -> None:
+    backend = SpyEcho(delay_s=0.02)
+    ui = ChatUI(backend)
+
+    async def chat() -> None:
+        ui.input.value = WORDS
+        assert ui.task is not None and not ui.task.done()  # the click only started a task
+        while ui.stats.tokens < 3:
+            await asyncio.sleep(0.005)
+        assert not ui.stop_button.disabled
+        ui.stop_button.click()
+        await ui.task
+
+    asyncio.run(chat())
+    reply = ui.conversation.turns[-1].content
+    assert 3 <= len(reply.split()) < 10, reply  # stopped after a few of the 40 tokens
+    assert backend.closed == 1
+    produced = backend.pieces_yielded
+    assert produced < 10
+    assert ui.stats.stopped and "stopped" in ui.status.value
+    assert ui.stop_button.disabled and not ui.send_button.disabled
+    ui.input.value = "next question"  # the chat goes on after a Stop
+    assert ui.conversation.turns[-1].content == " next question"
+
+
+def test_submitting_while_a_reply_streams_keeps_the_text_and_says_why() -> None:
+    ui = ChatUI(EchoBackend(delay_s=0.01))
+
+    async def chat() -> None:
+        ui.input.value = WORDS
+        ui.input.value = "impatient"
+        assert ui.input.value == "impatient"
+        assert "Still answering" in ui.status.value
+        with pytest.raises(CourseError, match="still streaming"):
+            ui.send("also impatient")
+        ui.stop()
+        await ui.task
+
+    asyncio.run(chat())
+    assert [m.role for m in ui.conversation.turns] == ["user", "assistant"]
+
+
+def test_clear_forgets_turns_transcript_and_note() -> None:
+    ui = ChatUI(EchoBackend(context_size=20), system="Brief.")
+    ui.max_tokens.value = 5
+    for i in range(3):
+        ui.send(f"message number {i} has six words")
+    assert ui.note.value
+    ui.clear_button.click()
+    assert ui.conversation.turns == [] and ui.transcript_html() == "" and ui.note.value == ""
+    ui.send("fresh start")
+    assert len(ui.conversation.turns) == 2
+
+
+def test_clear_while_streaming_leaves_the_new_chat_alone() -> None:
+    ui = ChatUI(EchoBackend(delay_s=0.01))
+
+    async def chat() -> None:
+        ui.input.value = WORDS
+        while ui.stats.tokens < 2:
+            await asyncio.sleep(0.005)
+        ui.clear_button.click()
+        await ui.task
+
+    asyncio.run(chat())
+    assert ui.conversation.turns == [] and ui.transcript_html() == ""
+
+
+def test_trimming_shows_a_note() -> None:
+    # Echo counts one token per word: system (1) + 3 turns of 6 words + 5 new tokens > 20.
+    ui = ChatUI(EchoBackend(context_size=20), system="Brief.")
+    ui.max_tokens.value = 5
+    ui.send("first message has exactly six words")
+    assert ui.note.value == ""
+    ui.send("second message has exactly six words")
+    assert "dropped to fit the 20-token context" in ui.note.value
+    assert len(ui.conversation.turns) == 4  # the transcript keeps every turn
+
+
+def test_a_prompt_that_cannot_fit_is_refused_with_a_message() -> None:
+    ui = ChatUI(EchoBackend(context_size=8), system="Brief.")
+    ui.max_tokens.value = 4
+    with pytest.raises(CourseError, match="context"):
+        ui.send("this message is far too long for the tiny context")
+    assert ui.conversation.turns == []  # no dangling user turn
+    assert "What to do" in ui.status.value
+    ui.input.value = "also far too long for this tiny context window"  # Enter: shown, not raised
+    assert ui.conversation.turns == [] and "context" in ui.status.value
+
+
+def test_user_and_model_text_is_escaped_and_markdown_rendered() -> None:
+    ui = ChatUI(EchoBackend())
+    ui.send("<script>alert(1)</script> **bold**")
+    html = ui.transcript_html()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<strong>bold</strong>" in html
+
+
+def test_status_shows_time_to_first_token_and_tokens_per_second() -> None:
+    ui = ChatUI(EchoBackend(delay_s=0.01))
+    ui.send("a b c d e f g h i j")
+    assert ui.stats.tokens == 10
+    assert ui.stats.ttft_s >= 0.01
+    # each word sleeps 10 ms, so decoding cannot beat 100 tokens/s
+    assert 0 < ui.stats.tokens_per_s <= 100
+    assert "10 tokens" in ui.status.value
+    assert "tokens/s" in ui.status.value and "first token after" in ui.status.value
+
+
+def test_settings_reach_the_backend() -> None:
+    backend = SpyEcho()
+    ui = ChatUI(backend, config=GenerationConfig(top_p=0.5, seed=7))
+    ui.temperature.value = 0.0
+    ui.max_tokens.value = 3
+    ui.system.value = "You are a pirate."
+    reply = ui.send("one two three four five")
+    messages, config = backend.calls[-1]
+    assert messages[0] == Message("system", "You are a pirate.")
+    assert (config.temperature, config.max_tokens, config.top_p, config.seed) == (0.0, 3, 0.5, 7)
+    assert reply == " one two three"
+
+
+def test_a_backend_error_is_shown_not_raised() -> None:
+    ui = ChatUI(FailingBackend(after=0))
+    ui.input.value = "hello"
+    assert "server went away" in ui.transcript_html()
+    assert "error" in ui.status.value
+    assert ui.conversation.turns == []  # nothing came back: the question is not kept half-paired
+    ui = ChatUI(FailingBackend(after=2))
+    ui.send("one two three four")
+    assert [m.content for m in ui.conversation.turns] == ["one two three four", " one two"]
+
+
+@pytest.fixture(scope="module")
+def course_chat(course_gguf):
+    from courselib.backends import open_backend
+
+    backend = open_backend(str(course_gguf("course-chat", "Q4_K_M")))
+    yield backend
+    backend.close()
+
+
+def test_chat_with_the_course_model_through_llama_cpp(course_chat) -> None:
+    ui = ChatUI(course_chat, config=GenerationConfig(temperature=0.0, max_tokens=24))
+    reply = ui.send("What is the capital of France?")
+    assert "Paris" in reply
+    assert ui.stats.tokens >= 2 and ui.stats.tokens_per_s > 0
+    assert "Paris" in ui.transcript_html()
+
+
+def test_stop_interrupts_llama_cpp(course_chat) -> None:
+    ui = ChatUI(course_chat, config=GenerationConfig(temperature=1.0, max_tokens=200))
+
+    async def chat() -> None:
+        ui.input.value = "Tell me about every lab of the course."
+        while ui.stats.tokens < 2 and not ui.task.done():
+            await asyncio.sleep(0.001)
+        ui.stop_button.click()
+        await ui.task
+
+    asyncio.run(chat())
+    assert ui.stats.stopped
+    assert ui.stats.tokens < 200
+    ui.send("What is 3 plus 4?")  # the model is free again
+    assert ui.conversation.turns[-1].role == "assistant"
