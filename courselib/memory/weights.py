@@ -1,0 +1,77 @@
+"""Bytes of a model's weights at a given precision, exactly as each loader stores them (Lab 03).
+
+- fp32 / fp16 / bf16: every parameter at that width (``P x 4``, ``P x 2``).
+- bitsandbytes (transformers ``BitsAndBytesConfig``): only the block matrices are quantized.
+  int8 adds one fp32 scale per output row; NF4/FP4 one absmax per 64 weights (fp32, or 8 bit
+  with double quantisation). Embeddings, norms, biases and the output head stay in
+  ``other_dtype`` (transformers never quantizes ``lm_head``).
+- GGUF file types: the per-tensor mix llama.cpp writes (:mod:`courselib.memory.gguf_mix`).
+
+Example::
+
+    >>> weight_bytes(load_config("llama-13b"), precision="fp32") / 1e9     # WizardVicuna fp32
+    52.06345728
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from courselib.memory import gguf_mix
+from courselib.memory.configs import shape_of
+from courselib.memory.params import count_params
+from courselib.memory.precision import (
+    BNB_BITS,
+    BNB_BLOCK,
+    BNB_DQ_BLOCK,
+    FLOAT_BITS,
+    bytes_per_param,
+    kind,
+    normalize,
+)
+
+
+def quantized_matrix_bytes(numel: int, out_features: int, *, precision: str) -> int:
+    """Bytes of one bitsandbytes-quantized weight matrix (without its bias).
+
+    Example: a 4096 x 4096 matrix in nf4-dq: 8388608 packed + 262144 absmax + 1024 constants.
+    """
+    name = normalize(precision)
+    if name == "int8":
+        return numel + 4 * out_features  # int8 weights + fp32 row scale (SCB)
+    blocks = -(-numel // BNB_BLOCK)
+    packed = -(-numel // 2)
+    if name.endswith("-dq"):
+        return packed + blocks + 4 * -(-blocks // BNB_DQ_BLOCK)
+    return packed + 4 * blocks
+
+
+def weight_bytes(
+    config: Mapping[str, Any], *, precision: str, other_dtype: str | None = None
+) -> int:
+    """Bytes of all weights of ``config``'s model stored at ``precision``.
+
+    ``other_dtype``: for bitsandbytes formats, the dtype of what is not quantized (default:
+    the checkpoint's dtype, as transformers loads it).
+    """
+    name = normalize(precision)
+    count = count_params(config)
+    if name in FLOAT_BITS:
+        return int(count.total * bytes_per_param(name))
+    if name in BNB_BITS:
+        rest = bytes_per_param(other_dtype or shape_of(config).dtype)
+        total = (count.embedding + count.lm_head + count.norms) * rest
+        for lin in count.linears:
+            matrix = quantized_matrix_bytes(
+                lin.in_features * lin.out_features, lin.out_features, precision=name
+            )
+            total += lin.count * (matrix + lin.bias * lin.out_features * rest)
+        return int(total)
+    assert kind(name) == "gguf"
+    shape = shape_of(config)
+    if name in gguf_mix.FILE_TYPES:
+        return gguf_mix.file_tensor_bytes(shape, name)
+    # a bare ggml tensor type ("Q6_K"): every matrix in it, norms in F32
+    numel_1d = count.norms
+    return int((count.total - numel_1d) * bytes_per_param(name)) + 4 * numel_1d
