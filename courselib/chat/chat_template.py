@@ -69,8 +69,16 @@ def vicuna_template() -> ChatTemplate:
 @lru_cache(maxsize=8)
 def _compile(source: str):
     from jinja2.exceptions import TemplateError
-    from jinja2.ext import loopcontrols
+    from jinja2.ext import Extension, loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class IgnoreGenerationTags(Extension):
+        # Hub templates mark assistant text with {% generation %}: render the body as is.
+        tags = {"generation"}
+
+        def parse(self, parser):
+            parser.stream.skip(1)
+            return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
@@ -78,7 +86,7 @@ def _compile(source: str):
     # The same environment transformers' apply_chat_template builds: sandboxed, blocks trimmed,
     # a tojson that keeps non-ASCII text, and the helper globals Hub templates call.
     env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+        trim_blocks=True, lstrip_blocks=True, extensions=[IgnoreGenerationTags, loopcontrols]
     )
     env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
     env.globals["raise_exception"] = raise_exception

@@ -1,0 +1,171 @@
+"""A GGUF model through llama-cpp-python: the local 4-bit chat of Lab 01.
+
+The prompt is rendered here (the model's own Jinja template, else Vicuna v1.1) and tokenized
+with the model's tokenizer, and llama.cpp gets the token ids: the system prompt always reaches
+the model, the token count the conversation is trimmed by is exact, and a prompt longer than
+the context is caught before llama.cpp sees it.
+
+Before loading, the file is checked: it exists, starts with the GGUF magic bytes, and its
+weights plus KV cache fit the free RAM (``courselib.memory.preflight.check_fits``).
+
+Example::
+
+    >>> backend = LlamaCppBackend(gguf_file("course-chat", "Q4_K_M"), n_ctx=512)
+    >>> backend.complete([Message("user", "What is the capital of France?")],
+    ...                  config=GenerationConfig(temperature=0))
+    'The capital of France is Paris.'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from courselib import settings
+from courselib.backends.base import Backend, GenerationConfig, Message
+from courselib.backends.stops import StopFilter
+from courselib.chat.chat_template import resolve_template
+from courselib.errors import CourseError, require
+
+if TYPE_CHECKING:
+    from courselib.chat.chat_template import ChatTemplate, TemplateChoice
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_MAX_CTX = 4096
+"""Default n_ctx is the model's trained context, capped here: the KV cache grows with it."""
+
+
+def check_gguf(path: Path) -> int:
+    """The trained context length of the GGUF at ``path``, or a CourseError on a bad file."""
+    if not path.exists():
+        raise CourseError(
+            f"Model file {path} does not exist.",
+            hint="Check the path, or build the course models: python -m courselib models build",
+        )
+    if path.is_dir():
+        raise CourseError(
+            f"{path} is a folder, not a GGUF file.",
+            hint="Pass the .gguf file, or open a Hugging Face checkpoint folder with "
+            "open_backend(folder), which uses transformers.",
+        )
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise CourseError(
+            f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}).",
+            hint="llama.cpp needs a .gguf model: convert the checkpoint with "
+            "`python -m courselib models build`, or pass the right file.",
+        )
+    gguf = require("gguf", extra="models")
+    try:
+        reader = gguf.GGUFReader(path)
+        arch = reader.get_field("general.architecture").contents()
+        field = reader.get_field(f"{arch}.context_length")
+        return int(field.contents()) if field is not None else 2048
+    except (ValueError, IndexError, AttributeError, OSError) as exc:
+        raise CourseError(
+            f"{path} starts like a GGUF file but its header cannot be read ({exc}).",
+            hint="The file is probably incomplete: copy or build it again.",
+        ) from None
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF file in llama.cpp on the CPU, ``threads`` threads, ``n_ctx`` tokens of context."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        template: ChatTemplate | TemplateChoice | None = None,
+        use_mmap: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        path = Path(path).expanduser()
+        trained_ctx = check_gguf(path)
+        n_ctx = n_ctx or min(trained_ctx, DEFAULT_MAX_CTX)
+
+        from courselib.memory.preflight import check_fits
+
+        check_fits(path, n_ctx=n_ctx, where="RAM")
+
+        llama_cpp = require("llama_cpp", package="llama-cpp-python", extra="models")
+        threads = settings.resolve("threads", threads)
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                use_mmap=use_mmap,
+                seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed,
+                verbose=False,
+            )
+        except ValueError as exc:
+            raise CourseError(
+                f"llama.cpp could not load {path} ({exc}).",
+                hint="The file may be incomplete, or its architecture newer than this "
+                "llama-cpp-python: rebuild or re-download it, or upgrade llama-cpp-python.",
+            ) from None
+        self.path = path
+        self.context_size = self.llm.n_ctx()
+        self.name = f"llama.cpp {path.name}"
+        vocab = self.llm._model  # token texts are only on the model object
+        self.bos_token = (
+            vocab.token_get_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else ""
+        )
+        eos_id = self.llm.token_eos()
+        self.template = resolve_template(
+            template,
+            model_template=self.llm.metadata.get("tokenizer.chat_template"),
+            bos_token=self.bos_token,
+            eos_token=vocab.token_get_text(eos_id) if eos_id >= 0 else "",
+        )
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt: BOS (unless the template wrote it) + the text.
+
+        Special tokens in the text ('</s>' between Vicuna turns) become their ids, as in
+        training.
+        """
+        add_bos = not (self.bos_token and prompt.startswith(self.bos_token))
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Exact: the model's tokenizer on the rendered prompt (BOS included)."""
+        return len(self.encode(self.template.render(messages)))
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        """Yield the reply as llama.cpp decodes it; llama.cpp runs in this generator, so closing
+        it stops decoding at once."""
+        ids = self.encode(self.template.render(messages))
+        if len(ids) >= self.context_size:
+            raise CourseError(
+                f"The prompt is {len(ids)} tokens, longer than the {self.context_size}-token "
+                "context.",
+                hint="Shorten the prompt or the system prompt, drop old turns "
+                "(Conversation.fit does), or load the model with a larger n_ctx.",
+            )
+        chunks = self.llm.create_completion(
+            ids,
+            max_tokens=min(config.max_tokens, self.context_size - len(ids)),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            stop=self.template.stop + list(config.stop),
+            seed=config.seed,
+            stream=True,
+        )
+        clean = StopFilter([])  # llama.cpp cuts stop strings itself; this drops leading spaces
+        try:
+            for chunk in chunks:
+                piece, _ = clean.feed(chunk["choices"][0]["text"])
+                if piece:
+                    yield piece
+        finally:
+            chunks.close()
+
+    def close(self) -> None:
+        """Free the model and its context."""
+        self.llm.close()

@@ -1,0 +1,256 @@
+"""Any OpenAI-compatible server (vLLM, llama.cpp's servers, the class server) (Lab 01, Lab 02).
+
+Chat goes through ``chat.completions`` with the messages themselves, so the server applies the
+model's chat template. What the backend learns from the server:
+
+- the model: the one you name (checked against ``GET /models``: llama-cpp-python's server would
+  silently answer with its default model), else the first listed;
+- the context size: ``max_model_len`` in ``/models`` (vLLM), ``/props`` (llama.cpp's
+  llama-server), else the ``context_size`` argument (default 2048, llama-cpp-python's n_ctx);
+- token counts: exact from vLLM's ``POST /tokenize`` (it renders the chat template); otherwise
+  an estimate: the messages written as ``role: content`` lines, tokenized by the server's
+  ``POST /extras/tokenize`` (llama-cpp-python) when there is one, else 4 characters per token.
+
+Every predictable failure (server down, wrong key, unknown model, prompt too long) is a
+:class:`CourseError` that names the URL and what to check.
+
+Example::
+
+    >>> backend = OpenAIBackend("http://127.0.0.1:8000/v1", api_key="sk-course")
+    >>> backend.complete([Message("user", "What is 3 plus 4?")],
+    ...                  config=GenerationConfig(temperature=0))
+    '7.'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+from urllib.parse import urlsplit
+
+from courselib import settings
+from courselib.backends.base import Backend, GenerationConfig, Message
+from courselib.backends.stops import StopFilter
+from courselib.errors import CourseError, require
+
+DEFAULT_CONTEXT = 2048
+"""Context assumed when the server does not report one (llama-cpp-python's default n_ctx)."""
+CHARS_PER_TOKEN = 4
+"""Rough English average, used only when the server has no tokenize endpoint."""
+
+TokenCounter = Literal["vllm", "llama-cpp-python", "estimate"]
+
+
+class OpenAIBackend(Backend):
+    """A model behind an OpenAI-compatible HTTP API at ``base_url`` (e.g. '.../v1')."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        context_size: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        openai = require("openai", extra="lab")
+        httpx = require("httpx", package="openai", extra="lab")
+        base_url = settings.resolve("server_url", base_url).rstrip("/")
+        if urlsplit(base_url).path in ("", "/"):
+            base_url += "/v1"  # 'http://host:8000' -> the OpenAI routes under /v1
+        self.base_url = base_url
+        self.root_url = base_url.removesuffix("/v1")
+        # The client refuses an empty key; servers started without --api-key ignore it.
+        key = settings.resolve("api_key", api_key) or "no-key"
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=key, timeout=timeout_s, max_retries=0
+        )
+        self._httpx = httpx
+        self.http = httpx.Client(
+            base_url=self.root_url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout_s,
+        )
+        with self._server_errors():
+            listed = list(self.client.models.list().data)
+        ids = [m.id for m in listed]
+        if not ids:
+            raise CourseError(
+                f"The server at {base_url} serves no model.",
+                hint="Ask whoever runs it, or start it with a --model.",
+            )
+        if model is None:
+            model = ids[0]
+        elif model not in ids:
+            raise CourseError(
+                f"The server at {base_url} has no model {model!r}; it serves: {', '.join(ids)}.",
+                hint="Pass one of those names (--model-name / model=...).",
+            )
+        self.model = model
+        self.name = f"remote {model} @ {base_url}"
+        info = (listed[ids.index(model)].model_extra or {}) if listed else {}
+        self.context_size = self._server_context(info) or context_size or DEFAULT_CONTEXT
+        self._counter: TokenCounter | None = None
+
+    # -- what the server says about itself ------------------------------------------------
+
+    def _server_context(self, info: dict) -> int | None:
+        """max_model_len (vLLM) or llama-server's /props n_ctx; None when the server is silent."""
+        if info.get("max_model_len"):
+            return int(info["max_model_len"])
+        props = self._root("GET", "/props") or {}
+        settings_ = props.get("default_generation_settings")
+        n_ctx = settings_.get("n_ctx") if isinstance(settings_, dict) else None
+        return int(n_ctx) if n_ctx else None
+
+    def _root(self, method: str, path: str, body: dict | None = None) -> dict | None:
+        """JSON from a route outside /v1, or None when the server has no such route."""
+        try:
+            reply = self.http.request(method, path, json=body)
+        except self._httpx.TransportError:
+            raise CourseError(
+                f"Cannot reach the inference server at {self.base_url} (no connection).",
+                hint="Check that the server is still running and the URL.",
+            ) from None
+        if reply.status_code == 401:
+            raise CourseError(
+                f"The server at {self.base_url} refused the API key (401 Unauthorized).",
+                hint="Check your key: --api-key, the COURSELAB_API_KEY environment variable or "
+                "api_key in the course config file.",
+            )
+        if reply.status_code != 200:
+            return None
+        try:
+            data = reply.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Exact with vLLM's /tokenize; an estimate otherwise (see the module docstring)."""
+        if self._counter in (None, "vllm"):
+            payload = [{"role": m.role, "content": m.content} for m in messages]
+            body = {"model": self.model, "messages": payload, "add_generation_prompt": True}
+            reply = self._root("POST", "/tokenize", body) or {}
+            if "count" in reply:
+                self._counter = "vllm"
+                return int(reply["count"])
+        # Estimate: role markers as 'role: ' lines, the server's own tokenizer for the words.
+        text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+        if self._counter in (None, "llama-cpp-python"):
+            reply = self._root("POST", "/extras/tokenize", {"input": text}) or {}
+            if "tokens" in reply:
+                self._counter = "llama-cpp-python"
+                return len(reply["tokens"])
+        self._counter = "estimate"
+        return len(text) // CHARS_PER_TOKEN + 1
+
+    # -- generation -----------------------------------------------------------------------
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        """Yield the server's streamed deltas; closing the generator closes the connection,
+        which makes the server stop generating."""
+        request = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": config.max_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "stop": list(config.stop) or None,
+            "seed": config.seed,
+        }
+        openai = require("openai", extra="lab")
+        with self._server_errors():
+            chunks = self.client.chat.completions.create(**request, stream=True)
+        clean = StopFilter([])  # the server cuts stop strings; this drops leading spaces
+        finished = False
+        try:
+            for chunk in chunks:
+                if not chunk.choices:
+                    continue
+                finished = finished or chunk.choices[0].finish_reason is not None
+                piece, _ = clean.feed(chunk.choices[0].delta.content or "")
+                if piece:
+                    yield piece
+        except openai.APIConnectionError:
+            pass  # the stream broke off: diagnosed below
+        finally:
+            chunks.close()
+        if not finished:
+            # llama-cpp-python's server answers 200, then drops a stream that failed (e.g. a
+            # prompt longer than its context): ask once without streaming to get the real
+            # error, which _server_errors turns into a CourseError.
+            with self._server_errors():
+                # A retry: the server reset the pooled connection the broken stream used.
+                retrying = self.client.with_options(max_retries=2)
+                retrying.chat.completions.create(**{**request, "max_tokens": 1})
+            raise CourseError(
+                f"The server at {self.base_url} broke off the reply without saying why.",
+                hint="Try again; if it persists, check the server's log.",
+            )
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.client.close()
+        self.http.close()
+
+    @contextmanager
+    def _server_errors(self) -> Iterator[None]:
+        """Turn the openai client's exceptions into CourseErrors that say what to check."""
+        openai = require("openai", extra="lab")
+        url = self.base_url
+        try:
+            yield
+        except openai.AuthenticationError:
+            raise CourseError(
+                f"The server at {url} refused the API key (401 Unauthorized).",
+                hint="Check your key: --api-key, the COURSELAB_API_KEY environment variable or "
+                "api_key in the course config file.",
+            ) from None
+        except openai.APIConnectionError as exc:
+            reason = "timed out" if isinstance(exc, openai.APITimeoutError) else "no connection"
+            raise CourseError(
+                f"Cannot reach the inference server at {url} ({reason}).",
+                hint="Check the URL (host, port, and the /v1 path), that the server is running "
+                "(python -m llama_cpp.server --model M for a local one), and VPN or firewall.",
+            ) from None
+        except openai.BadRequestError as exc:
+            message = _server_message(exc)
+            if "context" in message.lower() and "length" in message.lower():
+                # "This model's maximum context length is 512 tokens" (OpenAI, vLLM, llama.cpp):
+                # the server's context, which /models may not have said; later fits use it.
+                if found := re.search(r"context length is (\d+)", message):
+                    self.context_size = int(found.group(1))
+                raise CourseError(
+                    f"The prompt does not fit the model's context: {message}",
+                    hint="Shorten the prompt or the system prompt, drop old turns "
+                    "(Conversation.fit does), or lower max tokens.",
+                ) from None
+            raise CourseError(
+                f"The server at {url} rejected the request: {message}",
+                hint="Check the generation options (max tokens, temperature) and the messages.",
+            ) from None
+        except openai.NotFoundError:
+            raise CourseError(
+                f"The server at {url} answered 404 Not Found: that is not an OpenAI API URL.",
+                hint="The base URL usually ends in /v1, e.g. http://127.0.0.1:8000/v1.",
+            ) from None
+        except openai.APIStatusError as exc:
+            raise CourseError(
+                f"The server at {url} answered {exc.status_code}: {_server_message(exc)}",
+                hint="Try again; if it persists, tell whoever runs the server.",
+            ) from None
+
+
+def _server_message(exc) -> str:
+    """The human part of an OpenAI-style error body, else the exception's text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+    return str(exc)

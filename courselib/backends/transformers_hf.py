@@ -1,0 +1,252 @@
+"""A Hugging Face checkpoint in this process with transformers: fp32, fp16 or 4-bit NF4 (Lab 01).
+
+The slow-but-exact reference next to llama.cpp: the same checkpoint a GPU server would load.
+NF4 goes through bitsandbytes (CUDA, or an x86-64 CPU with AVX2 since bitsandbytes 0.47).
+
+Streaming: ``model.generate`` runs in a thread and feeds a ``TextIteratorStreamer``; a
+``StoppingCriteria`` checks a flag that closing the generator sets, so Stop ends ``generate``
+after the token in flight.
+
+Example::
+
+    >>> backend = TransformersBackend(hf_dir("course-chat"), dtype="nf4")
+    >>> backend.complete([Message("user", "What is 3 plus 4?")],
+    ...                  config=GenerationConfig(temperature=0))
+    '7.'
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from courselib import settings
+from courselib.backends.base import Backend, GenerationConfig, Message
+from courselib.backends.stops import StopFilter
+from courselib.chat.chat_template import resolve_template
+from courselib.errors import CourseError, require
+
+if TYPE_CHECKING:
+    from courselib.chat.chat_template import ChatTemplate, TemplateChoice
+
+Dtype = Literal["fp32", "fp16", "nf4"]
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def check_checkpoint(path: Path) -> dict:
+    """The checkpoint's config.json, or a CourseError saying what is missing."""
+    if not path.exists():
+        raise CourseError(
+            f"Model folder {path} does not exist.",
+            hint="Check the path, or build the course models: python -m courselib models build",
+        )
+    config_file = path / "config.json"
+    if not path.is_dir() or not config_file.is_file():
+        raise CourseError(
+            f"{path} is not a Hugging Face checkpoint (no config.json in it).",
+            hint="Pass the folder that holds config.json and the weights, or a .gguf file.",
+        )
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if "model_type" not in config or not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise CourseError(
+            f"{path} is not a complete Hugging Face checkpoint (config.json needs a model_type, "
+            f"and the folder one of {', '.join(WEIGHT_FILES)}).",
+            hint="Copy the whole checkpoint folder, or save it with model.save_pretrained().",
+        )
+    return config
+
+
+class TransformersBackend(Backend):
+    """A causal LM from a checkpoint folder, at ``dtype``, on CUDA if there is one else CPU."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dtype: Dtype = "fp32",
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        template: ChatTemplate | TemplateChoice | None = None,
+    ) -> None:
+        if dtype not in ("fp32", "fp16", "nf4"):
+            raise CourseError(f"Unknown dtype {dtype!r}.", hint="Use 'fp32', 'fp16' or 'nf4'.")
+        path = Path(path).expanduser()
+        config = check_checkpoint(path)
+        torch = require("torch", extra="models")
+        transformers = require("transformers", extra="models")
+        cuda = torch.cuda.is_available()
+        trained_ctx = int(config.get("max_position_embeddings") or 2048)
+        self.context_size = n_ctx or trained_ctx
+
+        from courselib.memory.preflight import check_fits
+
+        # NF4 is loaded with double quantisation (see _nf4_kwargs): estimate that.
+        precision = "nf4-dq" if dtype == "nf4" else dtype
+        if cuda:
+            free_gpu, _ = torch.cuda.mem_get_info()
+            check_fits(
+                path,
+                n_ctx=self.context_size,
+                dtype=precision,
+                available_bytes=free_gpu,
+                where="GPU memory",
+            )
+        else:
+            check_fits(path, n_ctx=self.context_size, dtype=precision, where="RAM")
+
+        torch.set_num_threads(settings.resolve("threads", threads))
+        self.device = "cuda" if cuda else "cpu"
+        kwargs: dict = {"dtype": torch.float16 if dtype == "fp16" else torch.float32}
+        if dtype == "nf4":
+            kwargs = _nf4_kwargs(torch, transformers, cuda=cuda)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+        if dtype != "nf4":
+            self.model.to(self.device)
+        self.model.eval()
+        self.dtype = dtype
+        self.name = f"transformers {path.name} ({dtype}, {self.device})"
+        self.template = resolve_template(
+            template,
+            model_template=self.tokenizer.chat_template,
+            bos_token=self.tokenizer.bos_token or "",
+            eos_token=self.tokenizer.eos_token or "",
+        )
+
+    generated_tokens: int = 0
+    """Tokens the last ``stream`` call generated (tests check that Stop stopped the engine)."""
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt, with exactly one BOS when the tokenizer adds one."""
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and ids[:2] == [bos, bos]:
+            ids = ids[1:]  # the template wrote bos_token itself
+        return ids
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Exact: the tokenizer's count of the rendered prompt (BOS included)."""
+        return len(self.encode(self.template.render(messages)))
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        """Yield decoded text as ``generate`` produces it; closing the generator stops it."""
+        torch = require("torch", extra="models")
+        transformers = require("transformers", extra="models")
+        ids = self.encode(self.template.render(messages))
+        room = self.context_size - len(ids)
+        if room <= 0:
+            raise CourseError(
+                f"The prompt is {len(ids)} tokens, longer than the {self.context_size}-token "
+                "context.",
+                hint="Shorten the prompt or the system prompt, drop old turns "
+                "(Conversation.fit does), or load the model with a larger n_ctx.",
+            )
+        stop_event = threading.Event()
+
+        backend = self
+
+        class _StopFlag(transformers.StoppingCriteria):
+            # generate() asks once per new token: that count shows when Stop really stopped.
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                backend.generated_tokens += 1
+                return stop_event.is_set()
+
+        streamer = _token_streamer(transformers)(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        sample = config.temperature > 0
+        input_ids = torch.tensor([ids], device=self.device)
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": min(config.max_tokens, room),
+            "do_sample": sample,
+            "temperature": config.temperature if sample else None,
+            "top_p": config.top_p if sample else None,
+            "top_k": None,
+            "streamer": streamer,
+            "stopping_criteria": transformers.StoppingCriteriaList([_StopFlag()]),
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        }
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # re-raised in the consumer's thread below
+                failure.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="transformers-generate", daemon=True)
+        self.generated_tokens = 0
+        thread.start()
+        stops = StopFilter(self.template.stop + list(config.stop))
+        try:
+            for text in streamer:
+                piece, done = stops.feed(text)
+                if piece:
+                    yield piece
+                if done:
+                    return
+            if failure:
+                raise failure[0]
+            if tail := stops.flush():
+                yield tail
+        finally:
+            stop_event.set()
+            thread.join()
+
+    def close(self) -> None:
+        """Drop the model and free its memory."""
+        self.model = None
+        gc.collect()
+        if self.device == "cuda":
+            require("torch", extra="models").cuda.empty_cache()
+
+
+def _token_streamer(transformers):
+    """TextIteratorStreamer that hands out text per token, not per whole word.
+
+    The stock streamer waits for a space before it shows a word; a chat UI wants each token as
+    it comes (tokens/s, Stop). Text is held back only while it ends in an incomplete UTF-8
+    sequence (a byte-fallback token of a Korean syllable decodes to U+FFFD until the rest).
+    """
+
+    class TokenStreamer(transformers.TextIteratorStreamer):
+        def put(self, value) -> None:
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.token_cache.extend(value.reshape(-1).tolist())
+            # Decoding the whole reply so far keeps SentencePiece's spaces right.
+            text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+            if text.endswith("\ufffd"):
+                return
+            self.on_finalized_text(text[self.print_len :])
+            self.print_len = len(text)
+
+    return TokenStreamer
+
+
+def _nf4_kwargs(torch, transformers, *, cuda: bool) -> dict:
+    """from_pretrained arguments for 4-bit NF4 with double quantisation (QLoRA's settings)."""
+    if not cuda and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        raise CourseError(
+            "4-bit NF4 needs a CUDA GPU or an x86-64 CPU with AVX2; this machine has neither.",
+            hint="Use dtype='fp16' or 'fp32', or the llama.cpp backend with a Q4 GGUF.",
+        )
+    require("bitsandbytes", extra="train")
+    quant = transformers.BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float16 if cuda else torch.float32,
+    )
+    return {"quantization_config": quant, "device_map": "cuda" if cuda else "cpu"}
