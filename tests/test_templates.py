@@ -80,3 +80,12 @@ def test_resolve_template_prefers_the_model_template_and_falls_back_to_vicuna():
         resolve_template("model", model_template=None)
     with pytest.raises(CourseError, match="Unknown chat template"):
         resolve_template("llama-2", model_template=None)
+
+
+def test_generation_tags_of_hub_templates_render_their_body():
+    template = jinja_template(
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}"
+        "{{ m['content'] }}{% endgeneration %}{% else %}{{ m['content'] }}|{% endif %}"
+        "{% endfor %}"
+    )
+    assert template.render([Message("user", "Q"), Message("assistant", "A")]) == "Q|A"
