@@ -8,8 +8,9 @@ model's chat template. What the backend learns from the server:
 - the context size: ``max_model_len`` in ``/models`` (vLLM), ``/props`` (llama.cpp's
   llama-server), else the ``context_size`` argument (default 2048, llama-cpp-python's n_ctx);
 - token counts: exact from vLLM's ``POST /tokenize`` (it renders the chat template); otherwise
-  an estimate: the messages written as ``role: content`` lines, tokenized by the server's
-  ``POST /extras/tokenize`` (llama-cpp-python) when there is one, else 4 characters per token.
+  an estimate: the messages rendered as Vicuna v1.1 (the course's format; other templates
+  differ by a few marker tokens per message), tokenized by the server's ``POST
+  /extras/tokenize`` (llama-cpp-python) when there is one, else 4 characters per token.
 
 Every predictable failure (server down, wrong key, unknown model, prompt too long) is a
 :class:`CourseError` that names the URL and what to check.
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 from courselib import settings
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.backends.stops import StopFilter
+from courselib.chat.chat_template import vicuna_template
 from courselib.errors import CourseError, require
 
 DEFAULT_CONTEXT = 2048
@@ -137,8 +139,9 @@ class OpenAIBackend(Backend):
             if "count" in reply:
                 self._counter = "vllm"
                 return int(reply["count"])
-        # Estimate: role markers as 'role: ' lines, the server's own tokenizer for the words.
-        text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+        # Estimate: the prompt in the course's Vicuna v1.1 layout (exact for a server that uses
+        # it), counted by the server's own tokenizer.
+        text = vicuna_template().render(messages)
         if self._counter in (None, "llama-cpp-python"):
             reply = self._root("POST", "/extras/tokenize", {"input": text}) or {}
             if "tokens" in reply:
