@@ -1,0 +1,167 @@
+"""``python -m courselib models ...``: build, list, inspect and convert models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from courselib.models.specs import COURSE_MODELS, QUANTS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "models",
+        help="build, list and convert models",
+        description="Build the offline course models, list them, or convert your own checkpoint.",
+    )
+    cmds = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    p = cmds.add_parser(
+        "build",
+        help="build the course models (a few CPU minutes; cached)",
+        description="Train/initialise the course models, convert them to GGUF (F32, F16) and "
+        "quantize them (Q8_0, Q4_0, Q4_K_M). Skips models whose inputs did not change.",
+    )
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"default: all of {', '.join(COURSE_MODELS)}",
+    )
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.set_defaults(func=_build)
+
+    p = cmds.add_parser(
+        "list", help="list course models and their files (type, size, bits per weight)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_list)
+
+    p = cmds.add_parser("info", help="everything about one course model")
+    p.add_argument("name", choices=list(COURSE_MODELS))
+    p.set_defaults(func=_info)
+
+    p = cmds.add_parser(
+        "convert",
+        help="convert your own LLaMA HF checkpoint to GGUF (and quantize it)",
+        description="Convert a LLaMA-architecture Hugging Face checkpoint folder (e.g. a real "
+        "7B/13B) to GGUF, then optionally quantize it with llama.cpp.",
+    )
+    p.add_argument(
+        "checkpoint", type=Path, help="folder with config.json, tokenizer.model and weights"
+    )
+    p.add_argument(
+        "--out-dir", type=Path, default=None, help="where to write (default: beside the checkpoint)"
+    )
+    p.add_argument(
+        "--type",
+        choices=["F32", "F16"],
+        default="F16",
+        help="float type of the converted file (default F16)",
+    )
+    p.add_argument(
+        "--quant",
+        choices=[q for q in QUANTS if q not in ("F32", "F16")],
+        action="append",
+        default=[],
+        help="also quantize to this type (repeatable)",
+    )
+    p.set_defaults(func=_convert)
+
+    p = cmds.add_parser("clean", help="delete the built course models")
+    p.set_defaults(func=_clean)
+
+
+def _build(args) -> int:
+    from courselib.models.build import build_all
+    from courselib.models.store import model_root
+
+    for name in args.names:
+        model_root(name)  # unknown names fail here with the list of course models
+    build_all(args.names or None, force=args.force)
+    return 0
+
+
+def _rows():
+    from courselib.models.store import read_manifest
+
+    for name, spec in COURSE_MODELS.items():
+        yield name, spec, read_manifest(name)
+
+
+def _list(args) -> int:
+    if args.json:
+        print(json.dumps({name: m for name, _, m in _rows()}, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'model':<13} {'params':>9}  {'file':<26} {'type':<7} {'size':>10} {'bits/weight':>11}")
+    for name, spec, manifest in _rows():
+        if manifest is None:
+            print(
+                f"{name:<13} {'-':>9}  not built ({spec.description}) -> python -m courselib models build"
+            )
+            continue
+        for quant, f in manifest["files"].items():
+            print(
+                f"{name:<13} {manifest['params'] / 1e6:>8.1f}M  {f['file']:<26} {quant:<7} "
+                f"{f['bytes'] / 1e6:>8.1f}MB {f['bits_per_weight']:>11.2f}"
+            )
+    return 0
+
+
+def _info(args) -> int:
+    from courselib.models.store import model_root, read_manifest
+
+    manifest = read_manifest(args.name)
+    if manifest is None:
+        from courselib.models.store import hf_dir
+
+        hf_dir(args.name)  # raises the "not built" CourseError
+    print(f"{args.name}: {manifest['description']}")
+    print(f"  folder: {model_root(args.name)}")
+    print(f"  parameters: {manifest['params']:,}")
+    spec = manifest["spec"]
+    print(
+        f"  shape: hidden {spec['hidden_size']}, layers {spec['num_layers']}, heads {spec['num_heads']} "
+        f"(KV {spec['num_kv_heads']}), ffn {spec['intermediate_size']}, context {spec['context_length']}"
+    )
+    if "heldout_accuracy_q4_k_m" in manifest:
+        print(f"  held-out accuracy (Q4_K_M): {manifest['heldout_accuracy_q4_k_m']:.1%}")
+    print(
+        f"  built {manifest['built_at']} (inputs {manifest['inputs_hash']}), timings {manifest['timings_s']}"
+    )
+    for quant, f in manifest["files"].items():
+        types = ", ".join(f"{k}x{v}" for k, v in f["tensor_types"].items())
+        print(
+            f"  {quant:<7} {f['file']:<26} {f['bytes'] / 1e6:8.1f} MB  {f['bits_per_weight']:5.2f} bits/weight  [{types}]"
+        )
+    return 0
+
+
+def _convert(args) -> int:
+    from courselib.models.convert import convert_hf_to_gguf
+    from courselib.models.ggufinfo import gguf_info
+    from courselib.models.quantize import quantize_gguf
+
+    src = args.checkpoint.expanduser()
+    out_dir = (args.out_dir or src.parent).expanduser()
+    base = out_dir / f"{src.name}-{args.type}.gguf"
+    convert_hf_to_gguf(src, base, out_type=args.type)
+    outputs = [base]
+    for quant in args.quant:
+        outputs.append(quantize_gguf(base, out_dir / f"{src.name}-{quant}.gguf", quant=quant))
+    for path in outputs:
+        info = gguf_info(path)
+        print(f"{path}  {info.file_bytes / 1e6:.1f} MB  {info.bits_per_weight:.2f} bits/weight")
+    return 0
+
+
+def _clean(args) -> int:
+    import shutil
+
+    from courselib.models.store import models_root
+
+    root = models_root()
+    shutil.rmtree(root, ignore_errors=True)
+    print(f"removed {root}")
+    return 0

@@ -1,0 +1,94 @@
+"""Check what a course model knows, through llama.cpp (build step, tests, bench).
+
+- :func:`heldout_accuracy`: greedy answers to the held-out questions of
+  :mod:`courselib.models.corpus` (known facts, unseen phrasings); correct = contains the fact.
+- :func:`greedy_agreement`: how often two GGUF files give the same greedy continuation
+  (e.g. Q4_K_M vs F32), the usual measure of what quantization costs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from courselib import settings
+from courselib.chat.templates import render_vicuna
+from courselib.errors import require
+from courselib.models import corpus
+
+PROMPTS = [  # agreement prompts: held-out questions plus open-ended ones
+    "What is the capital of Peru?",
+    "한국의 수도는 어디인가요?",
+    "How much is 7 + 8?",
+    "Tell me a story about a red fox.",
+    "Explain what a GGUF file is.",
+    "Hello, who are you?",
+]
+
+
+@dataclass
+class Accuracy:
+    correct: int
+    total: int
+    by_family: dict[str, float] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+
+def open_llama(path: Path, *, n_ctx: int = 512, logits_all: bool = False):
+    """A quiet llama_cpp.Llama on ``path`` with the course's thread setting."""
+    llama_cpp = require("llama_cpp", package="llama-cpp-python", extra="models")
+    return llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=n_ctx,
+        n_threads=settings.resolve("threads"),
+        logits_all=logits_all,
+        verbose=False,
+        seed=0,
+    )
+
+
+def greedy(llm, prompt: str, *, max_tokens: int = 32) -> str:
+    """Greedy completion of a raw prompt, stopping at </s>."""
+    out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stop=["</s>"])
+    return out["choices"][0]["text"]
+
+
+def heldout_accuracy(gguf: Path, *, limit: int | None = None) -> Accuracy:
+    """Share of held-out questions the model answers correctly (greedy, through llama.cpp)."""
+    llm = open_llama(gguf)
+    items = corpus.held_out()[:limit]
+    per_family: dict[str, list[bool]] = defaultdict(list)
+    failures = []
+    for qa in items:
+        answer = greedy(llm, render_vicuna([("user", qa.question)]))
+        ok = qa.expect in answer
+        per_family[qa.family].append(ok)
+        if not ok:
+            failures.append((qa.question, answer.strip()))
+    correct = sum(sum(v) for v in per_family.values())
+    return Accuracy(
+        correct,
+        len(items),
+        {k: sum(v) / len(v) for k, v in per_family.items()},
+        failures,
+    )
+
+
+def greedy_agreement(
+    reference: Path, other: Path, *, prompts: list[str] | None = None, max_tokens: int = 24
+) -> float:
+    """Share of prompts on which two GGUFs produce exactly the same greedy continuation."""
+    prompts = [render_vicuna([("user", p)]) for p in (prompts or PROMPTS)]
+    ref = open_llama(reference)
+    ref_out = [greedy(ref, p, max_tokens=max_tokens) for p in prompts]
+    del ref
+    llm = open_llama(other)
+    same = sum(
+        greedy(llm, p, max_tokens=max_tokens) == r for p, r in zip(prompts, ref_out, strict=True)
+    )
+    return same / len(prompts)

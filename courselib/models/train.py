@@ -1,0 +1,137 @@
+"""Create the course models' weights: train course-chat, initialise course-bench at random.
+
+Training is plain PyTorch on CPU: AdamW, linear warm-up then cosine decay, batches of whole
+Vicuna dialogues, loss on the assistant's tokens only (the system prompt and questions are
+context, so every step goes to the answers; FIELD_NOTES "What a small model learns").
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from courselib.chat.templates import VICUNA_ROLES, VICUNA_SEP, VICUNA_SEP2, VICUNA_SYSTEM
+from courselib.errors import require
+from courselib.models.specs import ModelSpec
+
+IGNORE = -100  # label of tokens that are not trained on (transformers' convention)
+
+
+def llama_config(spec: ModelSpec, *, vocab_size: int):
+    """The transformers LlamaConfig of a course model (LLaMA-1 layout: untied, no biases)."""
+    transformers = require("transformers", extra="models")
+    return transformers.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.context_length,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+        torch_dtype="float32",
+    )
+
+
+def encode_dialogue(tokenizer, turns: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
+    """Token ids of a rendered Vicuna dialogue and labels that train only the answers.
+
+    The whole string is tokenized at once (exactly as at inference time); the answer spans
+    ``a1</s>`` are located by character offsets. Example for one turn::
+
+        text:   "SYS USER: q ASSISTANT: a</s>"
+        labels:  -100 ...             -100  a </s>
+    """
+    text, spans = VICUNA_SYSTEM + VICUNA_SEP, []
+    for role, content in turns:
+        if role == "user":
+            text += f"{VICUNA_ROLES['user']}: {content}{VICUNA_SEP}"
+        else:
+            text += f"{VICUNA_ROLES['assistant']}:"
+            start = len(text)
+            text += f" {content}{VICUNA_SEP2}"
+            spans.append((start, len(text)))
+    enc = tokenizer(text, return_offsets_mapping=True)
+    labels = []
+    for tok_id, (lo, hi) in zip(enc.input_ids, enc.offset_mapping, strict=True):
+        inside = any(s <= lo and hi <= e and hi > lo for s, e in spans)
+        labels.append(tok_id if inside else IGNORE)
+    return enc.input_ids, labels
+
+
+def train_chat_model(
+    spec: ModelSpec, tokenizer, dialogues: list[list[tuple[str, str]]], *, threads: int
+):
+    """Train course-chat from scratch; returns the trained LlamaForCausalLM (fp32, eval mode)."""
+    torch = require("torch", extra="models")
+    transformers = require("transformers", extra="models")
+    torch.manual_seed(spec.seed)
+    torch.set_num_threads(threads)
+    rng = random.Random(spec.train.seed)
+    model = transformers.LlamaForCausalLM(llama_config(spec, vocab_size=len(tokenizer)))
+    examples = [encode_dialogue(tokenizer, d) for d in dialogues]
+
+    cfg = spec.train
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    order: list[int] = []
+    model.train()
+    bar = tqdm(range(cfg.steps), desc=f"train {spec.name}", unit="step")
+    for step in bar:
+        if len(order) < cfg.batch_size:  # reshuffle once per epoch
+            order += rng.sample(range(len(examples)), len(examples))
+        batch = [examples[order.pop()] for _ in range(cfg.batch_size)]
+        width = max(len(ids) for ids, _ in batch)
+        # (B, T) right-padded; padding is masked out of attention and loss
+        ids = torch.tensor([i + [0] * (width - len(i)) for i, _ in batch])
+        labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in batch])
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return model
+
+
+def random_model(spec: ModelSpec, *, vocab_size: int):
+    """A LlamaForCausalLM with transformers' own random init (std 0.02), seeded."""
+    torch = require("torch", extra="models")
+    transformers = require("transformers", extra="models")
+    torch.manual_seed(spec.seed)
+    model = transformers.LlamaForCausalLM(llama_config(spec, vocab_size=vocab_size))
+    return model.eval()
+
+
+def save_checkpoint(model, out_dir: Path) -> None:
+    """Save as a Hugging Face checkpoint (config.json + model.safetensors, fp32)."""
+    model.generation_config.do_sample = False
+    model.save_pretrained(str(out_dir), safe_serialization=True)
