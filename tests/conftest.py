@@ -1,0 +1,86 @@
+"""Shared fixtures: the course models (built once, cached), free ports, notebook execution.
+
+The course models live in the course data dir (built by `make models`, or here on first use,
+then cached across sessions: rebuilding takes minutes). Everything a test writes goes to a
+temp dir; the user's config file is never read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# Resolve the data dir once, before any test can change the environment, then pin it.
+from courselib import settings
+
+_DATA_DIR = settings.data_dir()
+os.environ["COURSELAB_DATA_DIR"] = str(_DATA_DIR)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path_factory, monkeypatch):
+    """Point the config file at an empty temp location: tests never read ~/.config."""
+    monkeypatch.setenv("COURSELAB_CONFIG", str(tmp_path_factory.getbasetemp() / "no-config.toml"))
+
+
+@pytest.fixture(scope="session")
+def course_models() -> dict:
+    """Build the course models if they are missing or stale (no-op when `make models` ran)."""
+    from courselib.models.build import build_all
+
+    return build_all(data_dir=_DATA_DIR, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def course_hf(course_models) -> Callable[[str], Path]:
+    """``course_hf("course-chat")`` -> the HF checkpoint folder of a built course model."""
+    from courselib.models import hf_dir
+
+    return lambda name="course-chat": hf_dir(name, data_dir=_DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def course_gguf(course_models) -> Callable[..., Path]:
+    """``course_gguf("course-chat", "Q4_K_M")`` -> a GGUF file of a built course model."""
+    from courselib.models import gguf_file
+
+    return lambda name="course-chat", quant="Q4_K_M": gguf_file(name, quant, data_dir=_DATA_DIR)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def run_notebook(tmp_path) -> Callable[..., dict]:
+    """``run_notebook(path, parameters={...})`` -> the executed notebook (papermill, kernel python3).
+
+    Runs in a temp working directory; a failing cell raises papermill's PapermillExecutionError
+    with the cell's traceback.
+    """
+    import papermill
+
+    def run(path: Path, parameters: dict | None = None, *, timeout_s: int = 600) -> dict:
+        out = tmp_path / f"executed-{Path(path).name}"
+        return papermill.execute_notebook(
+            str(path),
+            str(out),
+            parameters=parameters or {},
+            kernel_name="python3",
+            cwd=str(tmp_path),
+            progress_bar=False,
+            execution_timeout=timeout_s,
+        )
+
+    return run
