@@ -140,7 +140,7 @@ def _info(args) -> int:
 
 def _convert(args) -> int:
     from courselib.models.convert import convert_hf_to_gguf
-    from courselib.models.ggufinfo import gguf_info
+    from courselib.memory.ggufinfo import read_gguf
     from courselib.models.quantize import quantize_gguf
 
     src = args.checkpoint.expanduser()
@@ -151,8 +151,8 @@ def _convert(args) -> int:
     for quant in args.quant:
         outputs.append(quantize_gguf(base, out_dir / f"{src.name}-{quant}.gguf", quant=quant))
     for path in outputs:
-        info = gguf_info(path)
-        print(f"{path}  {info.file_bytes / 1e6:.1f} MB  {info.bits_per_weight:.2f} bits/weight")
+        info = read_gguf(path)
+        print(f"{path}  {info.file_bytes / 1e6:.1f} MB  {8 * info.tensor_bytes / info.n_params:.2f} bits/weight")
     return 0
 
 
