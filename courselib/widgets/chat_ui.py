@@ -104,8 +104,9 @@ class ChatUI:
         self._stop_requested = False
 
         W = widgets
-        self.messages = W.VBox([])
-        # column-reverse around one child keeps the scroll position pinned to the newest turn
+        # The outer box scrolls; flex-direction column-reverse around one child that never
+        # shrinks keeps the scroll pinned to the newest turn while tokens stream in.
+        self.messages = W.VBox([], layout=W.Layout(flex="0 0 auto", overflow="visible"))
         self.transcript = W.Box(
             [self.messages],
             layout=W.Layout(
@@ -130,16 +131,25 @@ class ChatUI:
         for b in (self.send_button, self.stop_button, self.clear_button):
             b.layout.width = "90px"
         self.temperature = W.FloatSlider(
-            value=self.config.temperature, min=0.0, max=2.0, step=0.05, description="temperature"
+            value=self.config.temperature,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            description="temperature",
+            style={"description_width": "90px"},
         )
         self.max_tokens = W.IntSlider(
             value=self.config.max_tokens,
             min=1,
             max=max(self.config.max_tokens, backend.context_size - 1),
             description="max tokens",
+            style={"description_width": "90px"},
         )
         self.system = W.Textarea(
-            value=system, description="system", layout=W.Layout(width="95%", height="70px")
+            value=system,
+            description="system",
+            style={"description_width": "90px"},
+            layout=W.Layout(width="95%", height="70px"),
         )
         settings = W.Accordion(children=[W.VBox([self.temperature, self.max_tokens, self.system])])
         settings.set_title(0, "Settings")

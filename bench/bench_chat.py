@@ -1,0 +1,159 @@
+"""Lab 01's claims, measured on course-bench (~150M params, random weights), side by side.
+
+1. llama.cpp Q4_0 vs transformers fp32 on the same prompt and the same number of greedy
+   tokens, each run in a fresh process: decode tokens/s and peak RSS (ratios).
+2. Q4_0 decode as a fraction of the memory-bandwidth roofline: bytes of weights read per token
+   vs the bandwidth numpy measures in this run (median of several 512 MiB reads).
+3. ChatUI streaming overhead vs iterating the raw backend: time to first token and tokens/s,
+   for the synchronous path (ui.send) and the notebook path (asyncio task, one token per
+   worker-thread step).
+
+Run: ``python bench/run.py --only chat [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+from courselib.backends import GenerationConfig, Message, open_backend
+from courselib.models import gguf_file, hf_dir
+from courselib.speed import (
+    DEFAULT_PROMPT,
+    measure_gguf,
+    measure_transformers,
+    memory_bandwidth,
+    weight_bytes_per_token,
+)
+from courselib.widgets.chat_ui import ChatUI
+
+MODEL = "course-bench"
+
+
+def main(args) -> None:
+    quick = getattr(args, "quick", False)
+    engine_runs, ui_runs = (1, 3) if quick else (3, 7)
+    max_tokens = 32 if quick else 64
+    q4, hf = gguf_file(MODEL, "Q4_0"), hf_dir(MODEL)
+    print(f"{MODEL}: {q4.name} vs {hf.name} (fp32), {max_tokens} greedy tokens, median of runs")
+
+    gguf_runs, hf_runs = [], []
+    for _ in range(engine_runs):  # interleaved, so machine noise hits both alike
+        gguf_runs.append(measure_gguf(q4, max_tokens=max_tokens, label="llama.cpp Q4_0"))
+        hf_runs.append(measure_transformers(hf, max_tokens=max_tokens))
+    rows = [
+        _engine_row(name, runs)
+        for name, runs in [("llama.cpp Q4_0", gguf_runs), ("transformers fp32", hf_runs)]
+    ]
+    q4_tps, hf_tps = rows[0][1], rows[1][1]
+    q4_rss, hf_rss = rows[0][2], rows[1][2]
+    rows.append(
+        [
+            "ratio Q4 / fp32",
+            q4_tps / hf_tps,
+            q4_rss / hf_rss,
+            rows[0][3] / rows[1][3],
+            rows[0][4] / rows[1][4],
+        ]
+    )
+    _table(
+        f"1. Q4 llama.cpp vs fp32 transformers ({engine_runs} fresh process(es) each)",
+        ["engine", "decode tok/s", "peak RSS MiB", "first token s", "load s"],
+        rows,
+    )
+
+    bandwidths = [memory_bandwidth() for _ in range(1 if quick else 3)]
+    bandwidth = statistics.median(bandwidths)
+    per_token = weight_bytes_per_token(q4)
+    roofline = bandwidth / per_token
+    _table(
+        "2. Q4 decode vs the memory-bandwidth roofline",
+        ["bandwidth GB/s", "MB read/token", "roofline tok/s", "measured tok/s", "fraction"],
+        [[bandwidth / 1e9, per_token / 1e6, roofline, q4_tps, q4_tps / roofline]],
+    )
+
+    backend = open_backend(str(q4), n_ctx=512)
+    try:
+        config = GenerationConfig(max_tokens=max_tokens, temperature=0.0)
+        messages = [Message("system", "You are a benchmark."), Message("user", DEFAULT_PROMPT)]
+        raw, sync, task = [], [], []
+        for _ in range(ui_runs):
+            raw.append(_raw_stream(backend, messages, config))
+            sync.append(_ui_sync(backend, config))
+            task.append(_ui_task(backend, config))
+        base = _stream_row("raw backend.stream", raw)
+        rows = [
+            base,
+            _stream_row("ChatUI.send (sync)", sync),
+            _stream_row("ChatUI click (asyncio task)", task),
+        ]
+        for row in rows[1:]:
+            row.append(row[3] / base[3])
+        base.append(1.0)
+        _table(
+            f"3. ChatUI streaming overhead (llama.cpp Q4_0, {ui_runs} runs each, interleaved)",
+            ["path", "tokens", "first token ms", "decode tok/s", "tok/s vs raw"],
+            rows,
+        )
+    finally:
+        backend.close()
+
+
+def _engine_row(name: str, runs: list) -> list:
+    med = statistics.median
+    return [
+        name,
+        med(r.decode_tokens_per_s for r in runs),
+        med(r.peak_rss_bytes for r in runs) / 2**20,
+        med(r.ttft_s for r in runs),
+        med(r.load_s for r in runs),
+    ]
+
+
+def _raw_stream(backend, messages, config) -> tuple[int, float, float]:
+    """(tokens, time to first token s, decode tokens/s) of iterating the backend directly."""
+    start = time.perf_counter()
+    stamps = [time.perf_counter() for _piece in backend.stream(messages, config=config)]
+    return len(stamps), stamps[0] - start, (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def _ui_sync(backend, config) -> tuple[int, float, float]:
+    ui = ChatUI(backend, system="You are a benchmark.", config=config)
+    ui.send(DEFAULT_PROMPT)
+    return ui.stats.tokens, ui.stats.ttft_s, ui.stats.tokens_per_s
+
+
+def _ui_task(backend, config) -> tuple[int, float, float]:
+    ui = ChatUI(backend, system="You are a benchmark.", config=config)
+
+    async def chat() -> None:
+        ui.input.value = DEFAULT_PROMPT  # Enter: starts the task on this running loop
+        await ui.task
+
+    asyncio.run(chat())
+    return ui.stats.tokens, ui.stats.ttft_s, ui.stats.tokens_per_s
+
+
+def _stream_row(name: str, runs: list[tuple[int, float, float]]) -> list:
+    med = statistics.median
+    return [name, med(r[0] for r in runs), med(r[1] for r in runs) * 1000, med(r[2] for r in runs)]
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print(
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    )
+    for row in cells:
+        print(
+            "  ".join(
+                v.rjust(w) if i else v.ljust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )

@@ -1,0 +1,140 @@
+"""Lab 01 notebook: nbgrader source format, graded tests that can fail, and an end-to-end run.
+
+The graded tests are taken from the notebook itself and run against the solution (must pass)
+and against plausible wrong answers (must fail): a test that cannot fail grades nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from courselib.chat.templates import VICUNA_SYSTEM
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "labs/lab01_local_chat/lab01_local_chat.ipynb"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def _cell(nb, grade_id: str):
+    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    return cell
+
+
+def test_notebook_is_clean_nbgrader_source(nb) -> None:
+    assert nb.metadata.kernelspec == KERNELSPEC
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert len(ids) == len(set(ids)), "duplicate grade_id fails the whole submission"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "MODEL = " in params[0].source
+    graded = [
+        c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
+    ]
+    assert sum(g["points"] for g in graded) == 4 and all(g["locked"] for g in graded)
+    for grade_id in ("vicuna-prompt", "weight-gb"):
+        cell = _cell(nb, grade_id)
+        assert cell.metadata["nbgrader"]["solution"]
+        assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
+    for grade_id in ("test-vicuna-prompt", "test-weight-gb"):
+        assert "### BEGIN HIDDEN TESTS" in _cell(nb, grade_id).source
+        assert "render_vicuna" not in _cell(nb, grade_id).source  # literal expected strings only
+
+
+def _grade(nb, test_id: str, **answer) -> None:
+    """Run one graded test cell with ``answer`` (the student's functions) in its namespace."""
+    exec(_cell(nb, test_id).source, {"math": math, "VICUNA_SYSTEM": VICUNA_SYSTEM, **answer})
+
+
+def _solution(nb, grade_id: str, name: str):
+    namespace = {"VICUNA_SYSTEM": VICUNA_SYSTEM}
+    exec(_cell(nb, grade_id).source, namespace)
+    return namespace[name]
+
+
+def test_graded_tests_pass_on_the_solution(nb) -> None:
+    _grade(nb, "test-vicuna-prompt", vicuna_prompt=_solution(nb, "vicuna-prompt", "vicuna_prompt"))
+    _grade(nb, "test-weight-gb", weight_gb=_solution(nb, "weight-gb", "weight_gb"))
+
+
+def _no_eos(turns, system=VICUNA_SYSTEM):
+    return system + " " + " ".join(f"{r.upper()}: {t}" for r, t in turns) + " ASSISTANT:"
+
+
+def _always_prompt(turns, system=VICUNA_SYSTEM):
+    out = system + " "
+    for role, text in turns:
+        out += f"USER: {text} " if role == "user" else f"ASSISTANT: {text}</s>"
+    return out + "ASSISTANT:"  # also after an assistant turn: only the hidden tests see it
+
+
+def _with_bos(turns, system=VICUNA_SYSTEM):
+    return "<s>" + _always_prompt(turns, system)
+
+
+def _newlines(turns, system=VICUNA_SYSTEM):
+    return "\n".join([system, *(f"{r.upper()}: {t}" for r, t in turns), "ASSISTANT:"])
+
+
+def _stripped_system(turns, system=VICUNA_SYSTEM):
+    out = system.strip() + " " if system.strip() else ""  # loses the space of an empty system
+    for role, text in turns:
+        out += f"USER: {text} " if role == "user" else f"ASSISTANT: {text}</s>"
+    return out + ("ASSISTANT:" if turns[-1][0] == "user" else "")
+
+
+@pytest.mark.parametrize("wrong", [_no_eos, _always_prompt, _with_bos, _newlines, _stripped_system])
+def test_graded_tests_reject_wrong_formatters(nb, wrong) -> None:
+    with pytest.raises(AssertionError):
+        _grade(nb, "test-vicuna-prompt", vicuna_prompt=wrong)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda n, bits: n * bits / 1e9,  # bits, not bytes
+        lambda n, bits: n * bits / 8 / 2**30,  # GiB, not GB
+        lambda n, bits: n * round(bits) / 8 / 1e9,  # ignores the scales' extra half bit
+    ],
+)
+def test_graded_tests_reject_wrong_sizes(nb, wrong) -> None:
+    with pytest.raises(AssertionError):
+        _grade(nb, "test-weight-gb", weight_gb=wrong)
+
+
+@pytest.mark.slow
+def test_solution_notebook_runs_end_to_end(run_notebook, course_gguf) -> None:
+    for quant in ("F16", "Q8_0", "Q4_K_M"):
+        course_gguf("course-chat", quant)  # built before the clock of the run starts
+    executed = run_notebook(NOTEBOOK, {"MAX_TOKENS": 24})
+    cells = executed["cells"]
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error", (cell["source"], out)
+            if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
+                assert out.get("name") != "stderr", "stderr in a test cell scores 0"
+
+    def text_of(marker: str) -> str:
+        (cell,) = [c for c in cells if c["cell_type"] == "code" and marker in c["source"]]
+        parts = []
+        for out in cell["outputs"]:
+            parts.append(out.get("text", ""))
+            parts.append(out.get("data", {}).get("text/plain", ""))
+        return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+    assert "Paris" in text_of("my_prompt = vicuna_prompt(")
+    assert "the backend builds the same prompt: True" in text_of("my_prompt = vicuna_prompt(")
+    table = text_of("table = speed_table(")
+    for quant in ("F16", "Q8_0", "Q4_K_M", "tokens/s", "GB/s"):
+        assert quant in table
+    assert "13B  fp32:  52.1 GB" in text_of("weight_gb(13.02e9, bits)")
+    assert "Paris" in text_of('ui.send("What is the capital of France?")')
