@@ -145,7 +145,7 @@ def test_full_disk_is_one_clear_error(tmp_path):
 
 
 def test_clean_partials_removes_leftovers_of_a_killed_build(tmp_path):
-    (tmp_path / ".partial-123-course-chat").mkdir()
+    (tmp_path / ".partial-999999999-course-chat").mkdir()  # no such pid
     (tmp_path / "keep.gguf").write_bytes(b"GGUF")
     assert clean_partials(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["keep.gguf"]

@@ -51,13 +51,29 @@ def atomic_path(target: Path, *, directory: bool = False) -> Iterator[Path]:
 
 
 def clean_partials(directory: Path) -> int:
-    """Delete leftovers of interrupted writes under ``directory``; returns how many."""
+    """Delete leftovers of interrupted writes under ``directory``; returns how many.
+
+    A partial whose writer (the pid in its name) is still running is left alone.
+    """
     count = 0
     if directory.is_dir():
         for path in directory.rglob(f"{TMP_MARK}*"):
+            pid = path.name[len(TMP_MARK) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue
             _remove(path)
             count += 1
     return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -9,11 +9,14 @@ a half-written model behind (and the next run starts again cleanly).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -75,21 +78,39 @@ def build_all(
     data_dir: str | os.PathLike[str] | None = None,
     log=print,
 ) -> dict[str, dict[str, Any]]:
-    """Build (or keep, when current) every named course model; returns their manifests."""
-    clean_partials(models_root(data_dir))
+    """Build (or keep, when current) every named course model; returns their manifests.
+
+    Several processes may call this at once (two notebooks, a test run beside `make models`):
+    one builds, the others wait on a lock and then find the models current.
+    """
     names = names or list(COURSE_MODELS)
     if "course-bench" in names and "course-chat" not in names:
         names = ["course-chat", *names]  # course-bench borrows course-chat's tokenizer
     manifests = {}
-    for name in names:
-        spec = COURSE_MODELS[name]
-        if not force and is_current(spec, data_dir=data_dir):
-            log(f"{name}: up to date ({model_root(name, data_dir=data_dir)})")
-        else:
-            log(f"{name}: building ...")
-            build_model(spec, data_dir=data_dir, log=log)
-        manifests[name] = read_manifest(name, data_dir=data_dir)
+    with build_lock(models_root(data_dir), log=log):
+        clean_partials(models_root(data_dir))
+        for name in names:
+            spec = COURSE_MODELS[name]
+            if not force and is_current(spec, data_dir=data_dir):
+                log(f"{name}: up to date ({model_root(name, data_dir=data_dir)})")
+            else:
+                log(f"{name}: building ...")
+                build_model(spec, data_dir=data_dir, log=log)
+            manifests[name] = read_manifest(name, data_dir=data_dir)
     return manifests
+
+
+@contextmanager
+def build_lock(root: Path, *, log=print) -> Iterator[None]:
+    """Hold an exclusive lock on ``root`` for a build (released if the process dies)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("Another process is building the course models; waiting for it to finish ...")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def build_model(
