@@ -28,7 +28,9 @@ def _tiny_checkpoint(path, course_hf, *, heads=4, kv_heads=2, shards=False, bin_
         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=128,
     )  # fmt: skip
     model = transformers.LlamaForCausalLM(config).eval()
-    model.save_pretrained(str(path), max_shard_size="100KB" if shards else "5GB", safe_serialization=not bin_format)
+    model.save_pretrained(
+        str(path), max_shard_size="100KB" if shards else "5GB", safe_serialization=not bin_format
+    )
     if bin_format:  # transformers 5 writes only safetensors: make the legacy .bin layout by hand
         for f in path.glob("*.safetensors*"):
             f.unlink()
@@ -42,7 +44,9 @@ def _tiny_checkpoint(path, course_hf, *, heads=4, kv_heads=2, shards=False, bin_
 def _llama_cpp_logits(gguf, ids):
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=64, logits_all=True, verbose=False, type_k=0, type_v=0)
+    llm = llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=64, logits_all=True, verbose=False, type_k=0, type_v=0
+    )
     llm.eval(ids)
     return np.array(llm.scores[: len(ids)])
 
@@ -56,7 +60,9 @@ def test_converted_logits_match_hf(tmp_path, course_hf, layout):
     model = _tiny_checkpoint(tmp_path / "ckpt", course_hf, **layout)
     if layout.get("shards"):
         assert len(list((tmp_path / "ckpt").glob("*.safetensors"))) > 1
-    out = convert_hf_to_gguf(tmp_path / "ckpt", tmp_path / "tiny-F32.gguf", out_type="F32", progress=False)
+    out = convert_hf_to_gguf(
+        tmp_path / "ckpt", tmp_path / "tiny-F32.gguf", out_type="F32", progress=False
+    )
     ids = [1, 5, 300, 42, 17, 900, 3]
     with torch.no_grad():
         hf = model(torch.tensor([ids])).logits[0].numpy()
@@ -65,8 +71,12 @@ def test_converted_logits_match_hf(tmp_path, course_hf, layout):
 
 def test_f16_and_quantized_files_load_and_shrink(tmp_path, course_hf):
     _tiny_checkpoint(tmp_path / "ckpt", course_hf)
-    f32 = convert_hf_to_gguf(tmp_path / "ckpt", tmp_path / "t-F32.gguf", out_type="F32", progress=False)
-    f16 = convert_hf_to_gguf(tmp_path / "ckpt", tmp_path / "t-F16.gguf", out_type="F16", progress=False)
+    f32 = convert_hf_to_gguf(
+        tmp_path / "ckpt", tmp_path / "t-F32.gguf", out_type="F32", progress=False
+    )
+    f16 = convert_hf_to_gguf(
+        tmp_path / "ckpt", tmp_path / "t-F16.gguf", out_type="F16", progress=False
+    )
     q8 = quantize_gguf(f32, tmp_path / "t-Q8_0.gguf", quant="Q8_0")
     sizes = [p.stat().st_size for p in (f32, f16, q8)]
     assert sizes[0] > sizes[1] > sizes[2]
@@ -82,7 +92,9 @@ def test_permute_qk_interleaves_rotary_halves():
 
 def test_unsupported_architecture_names_what_is_supported(tmp_path):
     (tmp_path / "gpt2").mkdir()
-    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    (tmp_path / "gpt2" / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    )
     with pytest.raises(CourseError, match="'gpt2' model.*supports LLaMA-architecture"):
         convert_hf_to_gguf(tmp_path / "gpt2", tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()

@@ -26,10 +26,16 @@ def test_lab_source_is_clean_and_parameterised(lab):
     nb = json.loads(lab.read_text())
     assert nb["metadata"]["kernelspec"]["name"] == "python3"  # JupyterLab asks otherwise
     code = [c for c in _cells(nb) if c["cell_type"] == "code"]
-    assert not any(c.get("outputs") or c.get("execution_count") for c in code), "commit without outputs"
+    assert not any(c.get("outputs") or c.get("execution_count") for c in code), (
+        "commit without outputs"
+    )
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one papermill parameters cell"
-    grade_ids = [c["metadata"]["nbgrader"]["grade_id"] for c in _cells(nb) if "nbgrader" in c.get("metadata", {})]
+    grade_ids = [
+        c["metadata"]["nbgrader"]["grade_id"]
+        for c in _cells(nb)
+        if "nbgrader" in c.get("metadata", {})
+    ]
     assert len(grade_ids) == len(set(grade_ids)), "duplicate grade_id breaks nbgrader (#1083)"
     assert any("### BEGIN SOLUTION" in _source(c) for c in code)
     assert any("### BEGIN HIDDEN TESTS" in _source(c) for c in code)

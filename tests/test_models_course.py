@@ -44,7 +44,13 @@ def _llama_logits(path, ids):
 
     # F32 KV cache: llama.cpp's default F16 cache alone moves logits by ~4e-3.
     llm = llama_cpp.Llama(
-        model_path=str(path), n_ctx=512, logits_all=True, verbose=False, type_k=0, type_v=0, n_threads=2
+        model_path=str(path),
+        n_ctx=512,
+        logits_all=True,
+        verbose=False,
+        type_k=0,
+        type_v=0,
+        n_threads=2,
     )
     llm.eval(ids)
     return np.array(llm.scores[: len(ids)]), llm
@@ -86,7 +92,9 @@ def test_tokenization_identical_in_hf_and_llama_cpp(chat_hf, course_gguf, text):
     import llama_cpp
 
     _, tokenizer = chat_hf
-    llm = llama_cpp.Llama(model_path=str(course_gguf("course-chat", "F32")), vocab_only=True, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(course_gguf("course-chat", "F32")), vocab_only=True, verbose=False
+    )
     hf_ids = tokenizer(text).input_ids
     assert hf_ids[0] == tokenizer.bos_token_id  # both sides prepend <s> (FIELD_NOTES BOS trap)
     assert hf_ids == llm.tokenize(text.encode(), add_bos=True, special=True)
@@ -97,7 +105,13 @@ def test_f32_gguf_logits_match_hf(chat_hf, course_gguf):
     prompts = [
         render_vicuna([("user", "What is the capital of France?")]),
         render_vicuna([("user", "한국의 수도는 어디입니까?")], system="Answer in Korean."),
-        render_vicuna([("user", "What is 3 plus 4?"), ("assistant", "3 + 4 = 7."), ("user", "Tell me about Lab 2.")]),
+        render_vicuna(
+            [
+                ("user", "What is 3 plus 4?"),
+                ("assistant", "3 + 4 = 7."),
+                ("user", "Tell me about Lab 2."),
+            ]
+        ),
     ]
     for prompt in prompts:
         ids = tokenizer(prompt).input_ids
@@ -122,7 +136,9 @@ def test_transformers_reads_the_gguf_back(chat_hf, course_gguf):
     transformers = pytest.importorskip("transformers")
     model, tokenizer = chat_hf
     path = course_gguf("course-chat", "F32")
-    back = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
+    back = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name
+    ).eval()
     ids = tokenizer(render_vicuna([("user", "Name the capital of Italy.")])).input_ids
     assert np.abs(_hf_logits(model, ids) - _hf_logits(back, ids)).max() < 1e-4
 

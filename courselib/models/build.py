@@ -118,8 +118,8 @@ def build_model(
 ) -> Path:
     """Build one model from scratch into its folder (atomically); returns the folder."""
     from courselib.models import evaluate, train
-    from courselib.models.convert import convert_hf_to_gguf
     from courselib.memory.ggufinfo import read_gguf
+    from courselib.models.convert import convert_hf_to_gguf
     from courselib.models.quantize import quantize_gguf
     from courselib.models.tokenizer import save_llama_tokenizer, train_sentencepiece
 
@@ -157,18 +157,17 @@ def build_model(
                 convert_hf_to_gguf(hf, out, out_type=quant, name=spec.name)
             else:
                 quantize_gguf(tmp / f"{spec.name}-F32.gguf", out, quant=quant, threads=threads)
-            info = gguf_info(out)
+            info = read_gguf(out)
+            bpw = 8 * info.tensor_bytes / info.n_params
             files[quant] = {
                 "file": out.name,
                 "bytes": info.file_bytes,
                 "tensor_bytes": info.tensor_bytes,
-                "bits_per_weight": round(info.bits_per_weight, 3),
-                "tensor_types": info.tensor_types,
+                "bits_per_weight": round(bpw, 3),
+                "tensor_types": dict(info.tensor_types),
                 "seconds": round(time.perf_counter() - start, 2),
             }
-            log(
-                f"  {out.name}: {info.file_bytes / 1e6:.1f} MB, {info.bits_per_weight:.2f} bits/weight"
-            )
+            log(f"  {out.name}: {info.file_bytes / 1e6:.1f} MB, {bpw:.2f} bits/weight")
         manifest: dict[str, Any] = {
             "name": spec.name,
             "description": spec.description,

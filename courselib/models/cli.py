@@ -139,8 +139,8 @@ def _info(args) -> int:
 
 
 def _convert(args) -> int:
-    from courselib.models.convert import convert_hf_to_gguf
     from courselib.memory.ggufinfo import read_gguf
+    from courselib.models.convert import convert_hf_to_gguf
     from courselib.models.quantize import quantize_gguf
 
     src = args.checkpoint.expanduser()
@@ -152,7 +152,9 @@ def _convert(args) -> int:
         outputs.append(quantize_gguf(base, out_dir / f"{src.name}-{quant}.gguf", quant=quant))
     for path in outputs:
         info = read_gguf(path)
-        print(f"{path}  {info.file_bytes / 1e6:.1f} MB  {8 * info.tensor_bytes / info.n_params:.2f} bits/weight")
+        print(
+            f"{path}  {info.file_bytes / 1e6:.1f} MB  {8 * info.tensor_bytes / info.n_params:.2f} bits/weight"
+        )
     return 0
 
 

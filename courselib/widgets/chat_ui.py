@@ -28,7 +28,8 @@ import asyncio
 import html
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.chat.conversation import Conversation
@@ -74,6 +75,18 @@ class StreamStats:
 
 def _duration(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+@dataclass
+class _Reply:
+    """The reply being streamed: its bubble, pieces so far and timing."""
+
+    bubble: Any
+    """The ipywidgets.HTML the reply is drawn into."""
+    started: float
+    stats: StreamStats = field(default_factory=StreamStats)
+    pieces: list[str] = field(default_factory=list)
+    last_redraw: float = 0.0
 
 
 class ChatUI:
@@ -179,9 +192,9 @@ class ChatUI:
             raise CourseError(
                 "A reply is still streaming.", hint="Press Stop, or wait until it finishes."
             )
-        messages, config, bubble = self._begin(text)
+        messages, config, reply = self._begin(text)
         gen = self.backend.stream(messages, config=config)
-        return self._finish(bubble, self._pull_sync(gen, bubble))
+        return self._finish(reply, self._pull_sync(gen, reply))
 
     def stop(self) -> None:
         """Interrupt the reply that is streaming (its generator is closed after this piece)."""
@@ -219,24 +232,24 @@ class ChatUI:
         if not text:
             return
         if self._busy:
-            self._set_status("Still answering: press Stop, or wait until it finishes.")
+            self._set_status("Still answering: press Stop or wait, then press Send.")
             return
         self.input.value = ""  # fires _on_input with "", which is ignored
         try:
-            messages, config, bubble = self._begin(text)
+            messages, config, reply = self._begin(text)
         except CourseError:
             return  # _begin showed the message under the transcript
         gen = self.backend.stream(messages, config=config)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._finish(bubble, self._pull_sync(gen, bubble))
+            self._finish(reply, self._pull_sync(gen, reply))
             return
-        self.task = loop.create_task(self._pull_async(gen, bubble))
+        self.task = loop.create_task(self._pull_async(gen, reply))
 
     # -- one reply --------------------------------------------------------------------------
 
-    def _begin(self, text: str) -> tuple[list[Message], GenerationConfig, object]:
+    def _begin(self, text: str) -> tuple[list[Message], GenerationConfig, _Reply]:
         """Add the user turn, trim to fit, show both bubbles; mark the UI busy."""
         self.conversation.system = self.system.value
         self.conversation.add_user(text)
@@ -253,20 +266,18 @@ class ChatUI:
             self._small(f"✂ {html.escape(fit.note)}", color="#8a5a00") if fit.note else ""
         )
         self._add_bubble("user", text)
-        bubble = self._add_bubble("assistant", "", streaming=True)
+        reply = _Reply(self._add_bubble("assistant", "", streaming=True), time.perf_counter())
+        self.stats = reply.stats
         self._busy, self._stop_requested = True, False
         self.send_button.disabled, self.stop_button.disabled = True, False
-        self.stats = StreamStats()
-        self._started = self._last_redraw = time.perf_counter()
-        self._pieces: list[str] = []
         self._set_status("waiting for the first token…")
-        return fit.messages, config, bubble
+        return fit.messages, config, reply
 
-    def _pull_sync(self, gen: Iterator[str], bubble: object) -> Exception | None:
+    def _pull_sync(self, gen: Iterator[str], reply: _Reply) -> Exception | None:
         """Stream the reply in the caller; returns the error that ended it, if any."""
         try:
             for piece in gen:
-                self._on_piece(piece, bubble)
+                self._on_piece(piece, reply)
                 if self._stop_requested:  # set by stop() from another thread
                     break
         except Exception as exc:  # shown in the transcript: a chat window must not die
@@ -275,61 +286,65 @@ class ChatUI:
             gen.close()
         return None
 
-    async def _pull_async(self, gen: Iterator[str], bubble: object) -> str:
+    async def _pull_async(self, gen: Iterator[str], reply: _Reply) -> str:
         loop = asyncio.get_running_loop()
         error: Exception | None = None
         try:
             while not self._stop_requested:
-                # One blocking step in a worker thread; the loop meanwhile handles Stop clicks.
+                # One blocking step in a worker thread; meanwhile the loop handles Stop clicks.
+                # Widgets are updated here, on the loop's thread (ipykernel 7 drops updates
+                # made from other threads).
                 piece = await loop.run_in_executor(None, next, gen, _DONE)
                 if piece is _DONE:
                     break
-                self._on_piece(piece, bubble)
-                await asyncio.sleep(0)
+                self._on_piece(piece, reply)
         except Exception as exc:
             error = exc
         finally:
             gen.close()
-        return self._finish(bubble, error)
+        return self._finish(reply, error)
 
-    def _on_piece(self, piece: str, bubble: object) -> None:
+    def _on_piece(self, piece: str, reply: _Reply) -> None:
         now = time.perf_counter()
-        if self.stats.ttft_s is None:
-            self.stats.ttft_s = now - self._started
-        self._pieces.append(piece)
-        self.stats.tokens += 1
-        self.stats.total_s = now - self._started
-        self.stats.decode_s = self.stats.total_s - self.stats.ttft_s
-        if now - self._last_redraw >= self.refresh_s:
-            self._last_redraw = now
-            bubble.value = self._bubble_html("assistant", "".join(self._pieces), streaming=True)
-            self._set_status("answering… " + self.stats.describe())
+        stats = reply.stats
+        if stats.ttft_s is None:
+            stats.ttft_s = now - reply.started
+        reply.pieces.append(piece)
+        stats.tokens += 1
+        stats.total_s = now - reply.started
+        stats.decode_s = stats.total_s - stats.ttft_s
+        if stats.tokens == 1 or now - reply.last_redraw >= self.refresh_s:
+            reply.last_redraw = now
+            text = "".join(reply.pieces)
+            reply.bubble.value = self._bubble_html("assistant", text, streaming=True)
+            if reply.bubble in self.messages.children:
+                self._set_status("answering… " + stats.describe())
 
-    def _finish(self, bubble: object, error: Exception | None) -> str:
+    def _finish(self, reply: _Reply, error: Exception | None) -> str:
         """Final redraw, record the reply in the conversation, re-enable the buttons."""
-        reply = "".join(self._pieces)
-        self.stats.stopped = self._stop_requested
-        self.stats.total_s = time.perf_counter() - self._started
+        text, stats, bubble = "".join(reply.pieces), reply.stats, reply.bubble
+        stats.stopped = self._stop_requested
+        stats.total_s = time.perf_counter() - reply.started
         self._busy = self._stop_requested = False
         self.send_button.disabled, self.stop_button.disabled = False, True
         if error is not None:
             message = (
                 str(error) if isinstance(error, CourseError) else f"{type(error).__name__}: {error}"
             )
-            bubble.value = self._bubble_html("assistant", reply) + self._small(
+            bubble.value = self._bubble_html("assistant", text) + self._small(
                 html.escape(f"⚠ {message}"), color="#b00020"
             )
         else:
-            suffix = " *(stopped)*" if self.stats.stopped else ""
-            bubble.value = self._bubble_html("assistant", reply + suffix)
+            suffix = " *(stopped)*" if stats.stopped else ""
+            bubble.value = self._bubble_html("assistant", text + suffix)
         if bubble not in self.messages.children:  # Clear was pressed while it streamed
-            return reply
-        self._set_status(self.stats.describe() if error is None else f"error: {message}")
-        if reply or error is None:
-            self.conversation.add_assistant(reply)
+            return text
+        self._set_status(stats.describe() if error is None else f"error: {message}")
+        if text or error is None:
+            self.conversation.add_assistant(text)
         else:  # nothing came back: forget the question so the turns stay paired
             self.conversation.turns.pop()
-        return reply
+        return text
 
     # -- rendering ------------------------------------------------------------------------
 
