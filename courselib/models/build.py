@@ -117,8 +117,8 @@ def build_model(
     spec: ModelSpec, *, data_dir: str | os.PathLike[str] | None = None, log=print
 ) -> Path:
     """Build one model from scratch into its folder (atomically); returns the folder."""
-    from courselib.models import evaluate, train
     from courselib.memory.ggufinfo import read_gguf
+    from courselib.models import evaluate, train
     from courselib.models.convert import convert_hf_to_gguf
     from courselib.models.quantize import quantize_gguf
     from courselib.models.tokenizer import save_llama_tokenizer, train_sentencepiece
