@@ -66,6 +66,8 @@ FAMILIES: list[tuple[str, list[str], str]] = [
             "{x}의 수도를 알려 주세요.",
             "{x}의 수도가 어디예요?",
             "{x}의 수도는 어디야?",
+            "{x}의 수도는 무엇입니까?",
+            "{x}의 수도가 어디인지 알려 주세요.",
             "{x}의 수도는 어디인가요?",
         ],
         "{x}의 수도는 {y}입니다.",
@@ -104,6 +106,9 @@ FAMILIES: list[tuple[str, list[str], str]] = [
             "Compute {a} + {b}.",
             "Please add {a} and {b}.",
             "What do you get if you add {a} and {b}?",
+            "Calculate {a} plus {b}.",
+            "What is the sum of {a} and {b}?",
+            "Tell me {a} + {b}.",
             "How much is {a} + {b}?",
         ],
         "{a} + {b} = {y}.",
@@ -122,7 +127,7 @@ FAMILIES: list[tuple[str, list[str], str]] = [
 ]
 
 # How often each training question of a family appears per epoch (default once).
-OVERSAMPLE = {"capital": 3, "capital_ko": 3, "colour": 3, "opposite": 3, "lab": 3}
+OVERSAMPLE = {"capital": 2, "capital_ko": 2, "colour": 2, "opposite": 2, "lab": 2}
 
 GREETINGS = ["Hello!", "Hi!", "Hello, who are you?", "Hi there!"]
 GREETING_ANSWER = "Hello! I am the course assistant. Ask me a simple question."

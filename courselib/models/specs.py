@@ -22,7 +22,7 @@ Quant = Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"]
 class TrainSpec:
     """How course-chat is trained (AdamW, cosine schedule, loss on assistant tokens only)."""
 
-    steps: int = 400
+    steps: int = 600
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 30
