@@ -107,7 +107,7 @@ def test_unsupported_architecture_names_what_is_supported(tmp_path):
         ("no_config", "no config.json"),
         ("bad_json", "not valid JSON"),
         ("no_weights", "has no weights"),
-        ("truncated", "corrupt"),
+        ("truncated", "truncated"),
         ("no_tokenizer", "no tokenizer.model"),
         ("missing_tensor", "missing 1 tensors"),
     ],

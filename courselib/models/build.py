@@ -1,8 +1,8 @@
 """Build the course models: tokenizer -> HF checkpoint -> GGUF F32/F16 -> Q8_0, Q4_0, Q4_K_M.
 
 ``python -m courselib models build`` (and ``make models``) calls :func:`build_all`. A model is
-rebuilt only when its inputs change: the spec, the generated corpus, the builder's source
-code and the versions of the libraries that shape the files. Each model is built in a
+rebuilt only when its inputs change: the spec, the generated corpus, ``BUILD_VERSION`` (bumped
+by any change to the code that shapes the files) and the versions of the libraries that do. Each model is built in a
 temporary folder and renamed into place when complete, so an interrupted build never leaves
 a half-written model behind (and the next run starts again cleanly).
 """

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -139,7 +140,7 @@ class TensorSource:
         try:
             with safetensors.safe_open(str(where), framework="pt") as fh:
                 return fh.get_tensor(name).float().numpy()
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, safetensors.SafetensorError) as exc:
             raise CourseError(
                 f"Weights file {where} is corrupt or truncated ({exc}).",
                 hint="Copy or download the checkpoint again (or rebuild a course model).",
@@ -241,9 +242,10 @@ def convert_hf_to_gguf(
         writer.add_token_types(types)
         writer.add_add_space_prefix(normalizer.add_dummy_prefix)
         writer.add_remove_extra_whitespaces(normalizer.remove_extra_whitespaces)
-        gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n_vocab).add_to_gguf(
-            writer, quiet=True
-        )
+        # gguf warns about tokenizer.json's pair template, which llama.cpp does not use
+        logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
+        special = gguf.SpecialVocab(model_dir, load_merges=False, n_vocab=n_vocab)
+        special.add_to_gguf(writer, quiet=True)
         for _, gguf_name, shape, dtype in plan:
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
             writer.add_tensor_info(gguf_name, shape, np.dtype(dtype), nbytes)
@@ -277,6 +279,13 @@ def _safetensors_header(file: Path) -> Iterator[tuple[str, tuple[int, ...]]]:
             hint="Copy or download the checkpoint again (or rebuild a course model).",
         ) from None
     entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
+    data_end = max((v["data_offsets"][1] for _, v in entries), default=0)
+    if file.stat().st_size < 8 + size + data_end:  # a copy or download that stopped early
+        raise CourseError(
+            f"Weights file {file} is truncated: {file.stat().st_size:,} bytes, its header "
+            f"describes {8 + size + data_end:,}.",
+            hint="Copy or download the checkpoint again (or rebuild a course model).",
+        )
     for name, info in sorted(entries, key=lambda kv: kv[1]["data_offsets"][0]):
         yield name, tuple(info["shape"])
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+BUILD_VERSION = 1
+"""Bump when a change to the tokenizer, training, conversion or quantization code changes the
+files it writes: built models are reused until their inputs (this included) change."""
+
 QUANTS = ("F32", "F16", "Q8_0", "Q4_0", "Q4_K_M")
 """GGUF files built for every course model, from exact to smallest."""
 Quant = Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"]
