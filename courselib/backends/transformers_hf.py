@@ -109,7 +109,8 @@ class TransformersBackend(Backend):
             self.model.to(self.device)
         self.model.eval()
         self.dtype = dtype
-        self.name = f"transformers {path.name} ({dtype}, {self.device})"
+        # parent/name: "course-chat/hf", "models/wizard-vicuna-13b"
+        self.name = f"transformers {path.parent.name}/{path.name} ({dtype}, {self.device})"
         self.template = resolve_template(
             template,
             model_template=self.tokenizer.chat_template,

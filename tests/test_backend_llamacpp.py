@@ -1,0 +1,142 @@
+"""llama.cpp backend on the course-chat GGUF: answers, exact token counts, Stop, every error."""
+
+from __future__ import annotations
+
+import pytest
+
+from courselib.backends import open_backend
+from courselib.backends.base import GenerationConfig, Message
+from courselib.backends.llamacpp import LlamaCppBackend
+from courselib.chat.chat_template import vicuna_template
+from courselib.chat.conversation import Conversation
+from courselib.errors import CourseError
+
+GREEDY = GenerationConfig(temperature=0, max_tokens=48)
+
+
+@pytest.fixture(scope="module")
+def gguf(course_gguf):
+    return course_gguf("course-chat", "Q4_K_M")
+
+
+@pytest.fixture(scope="module")
+def backend(gguf):
+    with LlamaCppBackend(gguf, n_ctx=512, threads=2) as backend:
+        yield backend
+
+
+def ask(backend, question: str, *, system: str | None = None) -> str:
+    conv = Conversation() if system is None else Conversation(system=system)
+    conv.add_user(question)
+    return backend.complete(conv.messages(), config=GREEDY)
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [("What is the capital of France?", "Paris"), ("What is 3 plus 4?", "7")],
+)
+def test_greedy_answers_are_right(backend, question, expected):
+    answer = ask(backend, question)
+    assert expected in answer
+    assert answer == answer.strip(), "a reply starts with its first word, not a space"
+
+
+def test_reads_the_chat_template_from_the_gguf(backend):
+    assert backend.name == "llama.cpp course-chat-Q4_K_M.gguf"
+    assert backend.context_size == 512
+    assert backend.template.name == "model"
+    assert backend.template.stop == ["</s>", "USER:"]
+    messages = [Message("system", "Answer in one word."), Message("user", "Hi")]
+    assert backend.template.render(messages) == vicuna_template().render(messages)
+
+
+def test_custom_system_prompt_reaches_the_model(backend):
+    system = "You are a terse assistant for Lab 01."
+    ask(backend, "What is the capital of France?", system=system)
+    # What llama.cpp evaluated: the prompt tokens sit at the start of its context.
+    n_prompt = backend.count_tokens(
+        [Message("system", system), Message("user", "What is the capital of France?")]
+    )
+    seen = backend.llm.detokenize(backend.llm.input_ids[:n_prompt].tolist()).decode()
+    assert seen.startswith(system + " USER: What is the capital of France? ASSISTANT:")
+
+
+def test_count_tokens_is_the_tokenizer_count_with_one_bos(backend):
+    messages = [Message("system", "S"), Message("user", "What is 3 plus 4?")]
+    prompt = backend.template.render(messages)
+    ids = backend.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    assert backend.count_tokens(messages) == len(ids)
+    assert ids[0] == backend.llm.token_bos() != ids[1]
+
+
+def test_closing_the_stream_stops_llama_cpp(backend):
+    messages = [Message("user", "Tell me about Lab 01.")]
+    n_prompt = backend.count_tokens(messages)
+    config = GenerationConfig(temperature=1.0, max_tokens=200, seed=0)
+    full = len(backend.llm.tokenize(backend.complete(messages, config=config).encode()))
+    assert full > 10, "the reply must be long enough to stop in the middle"
+    stream = backend.stream(messages, config=config)
+    pieces = [next(stream) for _ in range(3)]
+    stream.close()
+    generated = backend.llm.n_tokens - n_prompt
+    # A piece is about a token; llama-cpp-python may hold back a token or two for stop strings.
+    assert len(pieces) == 3 and generated <= 3 + 3
+    assert backend.llm.n_tokens == n_prompt + generated, "nothing runs after close"
+
+
+def test_trimming_uses_exact_counts_and_says_so(backend):
+    conv = Conversation()
+    for i in range(12):
+        conv.add_user(f"What is {i} plus {i}? Please think about it carefully.")
+        conv.add_assistant(f"{i} plus {i} is {2 * i}. I thought about it carefully.")
+    conv.add_user("What is the capital of France?")
+    fit = conv.fit(backend, max_new_tokens=256)
+    assert fit.dropped_turns > 0 and fit.dropped_turns % 2 == 0
+    assert fit.note == f"{fit.dropped_turns} old turns were dropped to fit the 512-token context."
+    assert backend.count_tokens(fit.messages) + 256 <= 512
+    assert "Paris" in backend.complete(fit.messages, config=GREEDY)
+
+
+def test_prompt_longer_than_the_context_is_a_course_error(backend):
+    with pytest.raises(CourseError, match=r"The prompt is \d+ tokens, longer than the 512-token"):
+        backend.complete([Message("user", "hello " * 600)], config=GREEDY)
+
+
+def test_open_backend_takes_a_path_or_a_course_ref(gguf):
+    with open_backend(str(gguf), n_ctx=256) as backend:
+        assert isinstance(backend, LlamaCppBackend) and backend.context_size == 256
+    with open_backend("course-chat:Q8_0", n_ctx=128) as backend:
+        assert backend.name == "llama.cpp course-chat-Q8_0.gguf"
+        assert "Paris" in ask(backend, "What is the capital of France?")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CourseError, match="does not exist") as info:
+        open_backend(str(tmp_path / "nope.gguf"))
+    assert "models build" in info.value.hint
+
+
+def test_not_a_gguf(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04" + bytes(100))  # a zip, e.g. a PyTorch .bin renamed
+    with pytest.raises(CourseError, match=r"not a GGUF file \(it starts with b'PK"):
+        LlamaCppBackend(fake)
+
+
+def test_truncated_gguf(tmp_path, gguf):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(gguf.read_bytes()[:64])
+    with pytest.raises(CourseError, match="header cannot be read"):
+        LlamaCppBackend(cut)
+
+
+def test_a_folder_is_not_a_gguf(tmp_path):
+    with pytest.raises(CourseError, match="is a folder"):
+        LlamaCppBackend(tmp_path)
+
+
+def test_too_big_for_ram_is_caught_before_loading(gguf):
+    # 2**27 tokens of KV cache (4 layers x 2 KV heads x 64 dims x K+V x fp16 = 2 KiB a token)
+    # is 256 GiB: more than any test machine's free RAM.
+    with pytest.raises(CourseError, match=r"needs about \d+\.\d GB to load .* of RAM"):
+        LlamaCppBackend(gguf, n_ctx=2**27)
