@@ -140,3 +140,10 @@ def test_too_big_for_ram_is_caught_before_loading(gguf):
     # is 256 GiB: more than any test machine's free RAM.
     with pytest.raises(CourseError, match=r"needs about \d+\.\d GB to load .* of RAM"):
         LlamaCppBackend(gguf, n_ctx=2**27)
+
+
+def test_extra_stop_strings_cut_the_reply(backend):
+    messages = [Message("user", "What is the capital of France?")]
+    full = backend.complete(messages, config=GREEDY)
+    config = GenerationConfig(temperature=0, max_tokens=48, stop=["Paris"])
+    assert backend.complete(messages, config=config) == full[: full.index("Paris")]

@@ -119,3 +119,10 @@ def test_nf4_on_cuda_answers_and_checks_gpu_memory(hf):
     with TransformersBackend(hf, dtype="nf4") as backend:
         assert backend.device == "cuda" and backend.name.endswith("(nf4, cuda)")
         assert "Paris" in backend.complete(FRANCE, config=GREEDY)
+
+
+def test_extra_stop_strings_cut_the_reply(fp32):
+    messages = FRANCE
+    full = fp32.complete(messages, config=GREEDY)
+    config = GenerationConfig(temperature=0, max_tokens=48, stop=["Paris"])
+    assert fp32.complete(messages, config=config) == full[: full.index("Paris")]
