@@ -92,7 +92,7 @@ class OpenAIBackend(Backend):
             )
         self.model = model
         self.name = f"remote {model} @ {base_url}"
-        info = (listed[ids.index(model)].model_extra or {}) if listed else {}
+        info = listed[ids.index(model)].model_extra or {}
         self.context_size = self._server_context(info) or context_size or DEFAULT_CONTEXT
         self._counter: TokenCounter | None = None
 
