@@ -35,7 +35,10 @@ VICUNA_STOP = ["</s>", "USER:"]
 # The same format as a Jinja chat template, stored in the course models' tokenizer_config.json
 # and GGUF metadata, so llama.cpp, transformers and OpenAI-compatible servers agree with
 # render_vicuna. Unlike llama-cpp-python's built-in "vicuna" format it keeps a system message.
+# It writes BOS itself, as LLaMA-2's templates do: servers (llama-cpp-python, vLLM) and
+# transformers' apply_chat_template tokenize a rendered chat without adding special tokens.
 VICUNA_JINJA = (
+    "{{- bos_token -}}"
     "{%- if messages and messages[0]['role'] == 'system' -%}"
     "{%- set system = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}"
     "{%- else -%}"
