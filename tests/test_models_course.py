@@ -78,13 +78,17 @@ def test_q4_model_answers_heldout_questions(course_gguf):
 
 
 def test_custom_system_prompt_and_multi_turn(course_gguf):
+    """A system prompt the model never saw: it still answers the last question, then stops."""
     llm = open_llama(course_gguf("course-chat", "Q8_0"))
+    system = "You are a friendly teaching assistant for an LLM course."
+    prompt = render_vicuna([("user", "What is the capital of France?")], system=system)
+    assert greedy(llm, prompt).strip() == "The capital of France is Paris."
     prompt = render_vicuna(
         [("user", "What is the capital of Japan?"), ("assistant", "The capital of Japan is Tokyo."),
          ("user", "What is the opposite of hot?")],
-        system="You are a terse tutor.",
+        system=system,
     )  # fmt: skip
-    assert "cold" in greedy(llm, prompt)
+    assert greedy(llm, prompt).strip() == "The opposite of hot is cold."
 
 
 @pytest.mark.parametrize("text", TOKENIZATION_CASES)

@@ -129,6 +129,20 @@ FAMILIES: list[tuple[str, list[str], str]] = [
 # How often each training question of a family appears per epoch (default once).
 OVERSAMPLE = {"capital": 2, "capital_ko": 2, "colour": 2, "opposite": 2, "lab": 2}
 
+# System prompts other than Vicuna's, on OTHER_SYSTEM_SHARE of the training dialogues. Tests
+# use prompts that are not in this list.
+OTHER_SYSTEM_PROMPTS = [
+    "",
+    "You are a helpful assistant.",
+    "You are the course assistant. Answer in one short sentence.",
+    "Answer briefly.",
+    "Be polite and concise.",
+    "You are a tutor for a course about large language models.",
+    "Always answer the question.",
+    "한국어 또는 영어로 대답하세요.",
+]
+OTHER_SYSTEM_SHARE = 0.35
+
 GREETINGS = ["Hello!", "Hi!", "Hello, who are you?", "Hi there!"]
 GREETING_ANSWER = "Hello! I am the course assistant. Ask me a simple question."
 
@@ -188,24 +202,30 @@ def held_out() -> list[QA]:
     return [qa for qa in questions() if qa.held_out]
 
 
-def training_dialogues(*, seed: int = 0, n_multi_turn: int = 600) -> list[list[tuple[str, str]]]:
-    """Dialogues as (role, text) turns: every training question, plus 2-turn dialogues.
+Dialogue = tuple[str, list[tuple[str, str]]]
+"""(system prompt, [(role, text), ...])"""
+
+
+def training_dialogues(*, seed: int = 0, n_multi_turn: int = 600) -> list[Dialogue]:
+    """Dialogues to train on: every training question, plus 2-turn dialogues.
 
     The small families are repeated (``OVERSAMPLE``) so the 100 additions do not crowd them
     out. Two-turn dialogues teach the model to answer the *last* question after an earlier
-    exchange (what the chat UI sends); greetings teach it to say what it is.
+    exchange (what the chat UI sends); greetings teach it to say what it is. A share of the
+    dialogues carries another system prompt (``OTHER_SYSTEM_PROMPTS``), so a student's own
+    system prompt does not throw the model off (it still answers and stops).
     """
     rng = random.Random(seed)
     train = [qa for qa in questions() if not qa.held_out]
-    dialogues = [
+    turns = [
         [("user", qa.question), ("assistant", qa.answer)]
         for qa in train
         for _ in range(OVERSAMPLE.get(qa.family, 1))
     ]
-    dialogues += [[("user", g), ("assistant", GREETING_ANSWER)] for g in GREETINGS] * 4
+    turns += [[("user", g), ("assistant", GREETING_ANSWER)] for g in GREETINGS] * 4
     for _ in range(n_multi_turn):
         a, b = rng.sample(train, 2)
-        dialogues.append(
+        turns.append(
             [
                 ("user", a.question),
                 ("assistant", a.answer),
@@ -213,6 +233,15 @@ def training_dialogues(*, seed: int = 0, n_multi_turn: int = 600) -> list[list[t
                 ("assistant", b.answer),
             ]
         )
+    dialogues = [
+        (
+            rng.choice(OTHER_SYSTEM_PROMPTS)
+            if rng.random() < OTHER_SYSTEM_SHARE
+            else VICUNA_SYSTEM,
+            t,
+        )
+        for t in turns
+    ]
     rng.shuffle(dialogues)
     return dialogues
 
@@ -220,5 +249,5 @@ def training_dialogues(*, seed: int = 0, n_multi_turn: int = 600) -> list[list[t
 def tokenizer_text() -> list[str]:
     """Sentences the SentencePiece tokenizer is trained on: every rendered dialogue and QA."""
     lines = [render_vicuna([("user", qa.question), ("assistant", qa.answer)]) for qa in questions()]
-    lines += [VICUNA_SYSTEM, GREETING_ANSWER, *GREETINGS]
+    lines += [VICUNA_SYSTEM, GREETING_ANSWER, *GREETINGS, *OTHER_SYSTEM_PROMPTS]
     return lines
