@@ -9,7 +9,7 @@ from memory_tiny import TINY, save_tiny_llama, write_tiny_gguf
 
 from courselib.errors import CourseError
 from courselib.memory import count_params, kv_cache_bytes, shape_of
-from courselib.memory.estimate import llama_cpp_compute_bytes
+from courselib.memory.estimate import llama_cpp_overhead_bytes
 from courselib.memory.ggufinfo import read_gguf
 from courselib.memory.preflight import check_fits, estimate_load_bytes
 
@@ -29,7 +29,7 @@ def test_gguf_estimate_is_header_tensors_plus_kv_plus_compute(tmp_path, file_typ
     # 512 cells x 2 layers x (K + V) x 2 KV heads x 64 dims x 2 bytes (f16)
     kv = 512 * 2 * 2 * 2 * 64 * 2
     assert kv_cache_bytes(shape, n_ctx=512) == kv
-    expected = info.tensor_bytes + kv + llama_cpp_compute_bytes(shape, n_ctx=512)
+    expected = info.tensor_bytes + kv + llama_cpp_overhead_bytes(shape, n_ctx=512)
     assert estimate_load_bytes(path, n_ctx=512) == expected
 
 
@@ -38,9 +38,9 @@ def test_gguf_kv_rounds_up_to_llama_cpp_cells_and_scales_with_batch(tmp_path):
     base = estimate_load_bytes(path, n_ctx=256)
     # 300 tokens -> 512 cells: 256 more cells x 1024 bytes per token (2 x 2 x 2 x 64 x 2)
     grown = estimate_load_bytes(path, n_ctx=300)
-    compute_delta = llama_cpp_compute_bytes(
+    compute_delta = llama_cpp_overhead_bytes(
         shape_of(read_gguf(path).config), n_ctx=300
-    ) - llama_cpp_compute_bytes(shape_of(read_gguf(path).config), n_ctx=256)
+    ) - llama_cpp_overhead_bytes(shape_of(read_gguf(path).config), n_ctx=256)
     assert grown - base == 256 * 1024 + compute_delta
     assert estimate_load_bytes(path, n_ctx=256, batch=2) - base == 256 * 1024
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from courselib.errors import CourseError
 from courselib.memory import kv
 from courselib.memory.configs import load_config, shape_of
-from courselib.memory.estimate import estimate_inference, llama_cpp_compute_bytes
+from courselib.memory.estimate import estimate_inference, llama_cpp_overhead_bytes
 
 
 def estimate_load_bytes(
@@ -33,7 +33,7 @@ def estimate_load_bytes(
     """Bytes needed to load ``model_path`` and run it for inference with ``n_ctx`` tokens.
 
     - ``.gguf``: the tensor bytes listed in its header + llama.cpp's KV cache (``dtype`` is
-      the cache type, default fp16) + llama.cpp's compute buffer.
+      the cache type, default fp16) + llama.cpp's compute buffer, logits and runtime.
     - checkpoint folder (or config.json): exact parameter count x ``dtype`` (default: the
       config's dtype; a bitsandbytes ``quantization_config`` is honoured) + KV cache + the
       transformers prefill workspace.
@@ -48,7 +48,7 @@ def estimate_load_bytes(
         shape = shape_of(info.config)
         cells = kv.llama_cpp_cells(n_ctx)
         kv_bytes = kv.kv_cache_bytes(shape, n_ctx=cells, batch=batch, dtype=dtype or "fp16")
-        return info.tensor_bytes + kv_bytes + llama_cpp_compute_bytes(shape, n_ctx=n_ctx)
+        return info.tensor_bytes + kv_bytes + llama_cpp_overhead_bytes(shape, n_ctx=n_ctx)
     config = load_config(path)
     quant = config.get("quantization_config") or {}
     if dtype is None and quant.get("load_in_4bit"):
