@@ -96,6 +96,31 @@ def test_stop_interrupts_mid_stream_and_closes_the_generator() -> None:
     assert ui.conversation.turns[-1].content == " next question"
 
 
+class HoldingBackend(EchoBackend):
+    """Yields "" between words, as a backend does while it holds back a possible stop string."""
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        for piece in super().stream(messages, config=config):
+            yield ""
+            yield piece
+
+
+def test_empty_pieces_are_not_tokens_but_let_stop_land() -> None:
+    ui = ChatUI(HoldingBackend())
+    assert ui.send("a b c") == " a b c" and ui.stats.tokens == 3
+    ui = ChatUI(HoldingBackend(delay_s=0.01))
+
+    async def chat() -> None:
+        ui.input.value = WORDS
+        while ui.stats.tokens < 2:
+            await asyncio.sleep(0.001)
+        ui.stop()
+        await ui.task
+
+    asyncio.run(chat())
+    assert ui.stats.stopped and ui.stats.tokens < 5
+
+
 def test_submitting_while_a_reply_streams_keeps_the_text_and_says_why() -> None:
     ui = ChatUI(EchoBackend(delay_s=0.01))
 

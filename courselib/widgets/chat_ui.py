@@ -305,6 +305,8 @@ class ChatUI:
         return self._finish(reply, error)
 
     def _on_piece(self, piece: str, reply: _Reply) -> None:
+        if not piece:  # a backend holding text back (a possible stop string) yields ""
+            return
         now = time.perf_counter()
         stats = reply.stats
         if stats.ttft_s is None:
