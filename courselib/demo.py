@@ -27,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default="course-chat:Q4_K_M", help="model to chat with (default: the 4-bit course model)")
+    parser.add_argument(
+        "--model",
+        default="course-chat:Q4_K_M",
+        help="model to chat with (default: the 4-bit course model)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         system = "You are the course assistant. Answer in one short sentence."
         for question in DEMO_QUESTIONS:
             messages = [Message("system", system), Message("user", question)]
-            print(f"USER: {question}\nASSISTANT:", end="", flush=True)
+            print(f"USER: {question}\nASSISTANT: ", end="", flush=True)
             start, pieces = time.perf_counter(), 0
             for piece in backend.stream(messages, config=config):
                 print(piece, end="", flush=True)
@@ -55,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
             seconds = time.perf_counter() - start
             print(f"   [{pieces} tokens, {pieces / seconds:.0f} tokens/s]")
 
-    try:
-        from courselib.memory import cli as memory_cli
-    except ImportError:
-        return 0
+    from courselib.__main__ import main as course_cli
+
     print("\n== 3. Lab 03: what LLaMA models need in memory ==")
-    return memory_cli.print_course_table()
+    status = course_cli(["memory", "--table"])
+    print("\nWizardVicuna-13B served in fp16 with a 2048-token context:")
+    return status or course_cli(
+        ["memory", "--model", "llama-13b", "--dtype", "fp16", "--ctx", "2048"]
+    )

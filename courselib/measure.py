@@ -53,8 +53,19 @@ def current_rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak RSS of this process so far (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS of this process so far.
+
+    Linux's VmHWM counts this process only; ru_maxrss survives the fork+exec that ``spawn``
+    does, so a child of a 500 MB notebook would report the notebook's 500 MB as its own peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB elsewhere
 
 
 def _child(target: str, kwargs: dict[str, Any], queue: mp.Queue) -> None:
@@ -79,15 +90,24 @@ def run_isolated(target: str, *, timeout_s: float = 600, **kwargs: Any) -> Isola
     queue: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(target, kwargs, queue), daemon=True)
     proc.start()
+    deadline = time.monotonic() + timeout_s
     try:
-        status, payload = queue.get(timeout=timeout_s)
-    except Exception:
-        proc.kill()
-        raise CourseError(
-            f"Measuring {target} did not finish within {timeout_s:.0f} s "
-            f"(exit code {proc.exitcode}).",
-            hint="The process may have run out of memory; try a smaller model or batch.",
-        ) from None
+        while True:  # poll, so a child that dies (e.g. killed for memory) is noticed at once
+            try:
+                status, payload = queue.get(timeout=0.5)
+                break
+            except Exception:
+                if not proc.is_alive() and queue.empty():
+                    raise CourseError(
+                        f"Measuring {target} failed: its process died (exit code {proc.exitcode}).",
+                        hint="It may have run out of memory; try a smaller model, context or batch.",
+                    ) from None
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise CourseError(
+                        f"Measuring {target} did not finish within {timeout_s:.0f} s.",
+                        hint="The machine may be busy or swapping; try a smaller model or batch.",
+                    ) from None
     finally:
         proc.join(timeout=30)
     if status == "error":
