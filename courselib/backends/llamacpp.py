@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -148,23 +149,37 @@ class LlamaCppBackend(Backend):
                 hint="Shorten the prompt or the system prompt, drop old turns "
                 "(Conversation.fit does), or load the model with a larger n_ctx.",
             )
-        chunks = self.llm.create_completion(
+        # Drive llama.cpp token by token (not create_completion(stream=True), which holds back
+        # ALL further text once a token is not valid UTF-8 on its own, so Stop could not land).
+        if config.seed is not None:
+            self.llm.set_seed(config.seed)
+        eos = self.llm.token_eos()
+        budget = min(config.max_tokens, self.context_size - len(ids))
+        clean = StopFilter(self.template.stop + list(config.stop))
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        tokens = self.llm.generate(
             ids,
-            max_tokens=min(config.max_tokens, self.context_size - len(ids)),
-            temperature=config.temperature,
+            # the same sampler settings as llama-cpp-python's create_completion defaults
+            top_k=40,
             top_p=config.top_p,
-            stop=self.template.stop + list(config.stop),
-            seed=config.seed,
-            stream=True,
+            min_p=0.05,
+            temp=config.temperature,
+            repeat_penalty=1.0,
         )
-        clean = StopFilter([])  # llama.cpp cuts stop strings itself; this drops leading spaces
         try:
-            for chunk in chunks:
-                piece, _ = clean.feed(chunk["choices"][0]["text"])
-                if piece:
-                    yield piece
+            for count, token in enumerate(tokens, start=1):
+                if token == eos:
+                    break
+                piece, stopped = clean.feed(utf8.decode(self.llm.detokenize([token])))
+                yield piece  # may be "" (half a character, or a possible stop string): the
+                # consumer still gets control back after every token
+                if stopped:
+                    return
+                if count >= budget:
+                    break
+            yield clean.flush() + utf8.decode(b"", final=True)
         finally:
-            chunks.close()
+            tokens.close()
 
     def close(self) -> None:
         """Free the model and its context."""
