@@ -46,16 +46,20 @@ def test_gguf_kv_rounds_up_to_llama_cpp_cells_and_scales_with_batch(tmp_path):
 
 
 def test_hf_checkpoint_uses_exact_params_times_dtype(tiny_hf):
-    params = count_params(json.loads((tiny_hf / "config.json").read_text())).total
     import torch
     from safetensors.torch import load_file
 
+    from courselib.memory import estimate_inference
+
+    config = json.loads((tiny_hf / "config.json").read_text())
+    params = count_params(config).total
     stored = load_file(tiny_hf / "model.safetensors")
     assert params == sum(t.numel() for t in stored.values())
-    fp32 = estimate_load_bytes(tiny_hf, n_ctx=128)
-    fp16 = estimate_load_bytes(tiny_hf, n_ctx=128, dtype="fp16")
     assert stored["lm_head.weight"].dtype == torch.float32  # config dtype float32 -> 4 B/param
-    assert fp32 > 4 * params > fp16 > 2 * params
+    for dtype, width in ((None, 4), ("fp16", 2)):
+        e = estimate_inference(config, precision=dtype, n_ctx=128)
+        assert e.weights == width * params
+        assert estimate_load_bytes(tiny_hf, n_ctx=128, dtype=dtype) == e.total > e.weights
 
 
 def test_check_fits_returns_estimate_or_raises_course_error(tiny_hf, tmp_path):

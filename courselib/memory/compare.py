@@ -145,7 +145,7 @@ def compare_kv(
     rows.append(
         Row(
             "llama.cpp",
-            f"load + {min(n_ctx, 512) - 1}-token prompt, {Path(gguf).name}",
+            f"load + {n_ctx - 1}-token prompt, {Path(gguf).name}",
             estimate_load_bytes(gguf, n_ctx=n_ctx),
             m["rss_added"] - repack,
             "RSS added" + (" - repacked copy" if repack else ""),

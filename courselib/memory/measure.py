@@ -25,6 +25,7 @@ import ctypes
 import gc
 import os
 import re
+import warnings
 from typing import Any
 
 from courselib.measure import run_isolated
@@ -122,6 +123,10 @@ def _import_model_class(model_dir: str, *, quantized: bool = False):
 
     if quantized:
         import bitsandbytes  # noqa: F401
+    # a measurement prints its table, not loading bars and deprecation notes on stderr
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore")
 
     config = transformers.AutoConfig.from_pretrained(model_dir)
     transformers.AutoModelForCausalLM._model_mapping[type(config)]
@@ -206,8 +211,7 @@ def llama_cpp_load(gguf_path: str, *, n_ctx: int, threads: int = 2) -> dict[str,
     llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
     base = rss_bytes()
     llm = llama_cpp.Llama(gguf_path, n_ctx=n_ctx, n_threads=threads, verbose=False)
-    n_prompt = min(n_ctx, 512) - 1  # one n_batch-sized step; token ids, no tokenizer needed
-    llm.eval([i % llm.n_vocab() for i in range(n_prompt)])
+    llm.eval([i % llm.n_vocab() for i in range(n_ctx - 1)])  # token ids: no tokenizer needed
     rss = rss_bytes() - base
     text = "".join(logs)
     kv = _KV.search(text)

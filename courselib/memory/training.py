@@ -23,7 +23,8 @@ gradients and activations overlap (``Estimate.overlap``)::
 
 The working set (``overhead``) is the larger of the optimizer step's temporary and what the
 backward pass of one layer allocates (gradients of that layer's activations, about one
-layer's activations again).
+layer's activations again), plus fixed costs measured on the course models: ~10 MiB for a
+loaded transformers model beyond its tensors, ~8 MiB for autograd's first step.
 
 Example (the QLoRA paper: LLaMA-65B in 16-bit needs more than 780 GB)::
 
@@ -40,7 +41,7 @@ from typing import Any, Literal
 from courselib.errors import CourseError
 from courselib.memory.activations import activation_bytes, layer_activation_bytes
 from courselib.memory.configs import shape_of
-from courselib.memory.estimate import Estimate, config_of
+from courselib.memory.estimate import TRANSFORMERS_RUNTIME_BYTES, Estimate, config_of
 from courselib.memory.params import ParamCount, count_params
 from courselib.memory.weights import weight_bytes
 
@@ -59,6 +60,11 @@ OPTIMIZER_STATE_BYTES = {
     "sgd": 0,
 }
 """Optimizer state per trainable parameter: AdamW's m and v in fp32 (8 B) or 8 bit (2 B)."""
+
+AUTOGRAD_RUNTIME_BYTES = 8 * 2**20
+"""What a first training step costs beyond the tensors counted here: autograd's graph and
+engine, thread pools, kernel workspaces (measured 6-11 MiB on course-chat, whatever the
+method)."""
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """LoRA on every block matrix (the QLoRA paper's choice); alpaca-lora adapts q_proj, v_proj."""
@@ -170,7 +176,9 @@ def estimate_training(
         gradients=int(grads),
         optimizer=int(optim),
         activations=int(acts),
-        overhead=int(max(step_temp, backward_temp)),
+        overhead=int(
+            max(step_temp, backward_temp) + TRANSFORMERS_RUNTIME_BYTES + AUTOGRAD_RUNTIME_BYTES
+        ),
         overlap=int(min(grads, acts)),
         params=count.total,
         trainable_params=trainable,

@@ -35,16 +35,19 @@ from courselib.memory.precision import (
 def quantized_matrix_bytes(numel: int, out_features: int, *, precision: str) -> int:
     """Bytes of one bitsandbytes-quantized weight matrix (without its bias).
 
-    Example: a 4096 x 4096 matrix in nf4-dq: 8388608 packed + 262144 absmax + 1024 constants.
+    Example: a 4096 x 4096 matrix in nf4-dq: 8388608 packed + 262144 absmax (8 bit) + 4096
+    second-level absmax (1024 fp32) + 1092 per-matrix constants.
     """
     name = normalize(precision)
     if name == "int8":
         return numel + 4 * out_features  # int8 weights + fp32 row scale (SCB)
     blocks = -(-numel // BNB_BLOCK)
     packed = -(-numel // 2)
+    code = 16 * 4  # the 16 NF4/FP4 levels in fp32, stored with every matrix
     if name.endswith("-dq"):
-        return packed + blocks + 4 * -(-blocks // BNB_DQ_BLOCK)
-    return packed + 4 * blocks
+        # 8-bit absmax, fp32 constant per 256 of them, their 256-entry code and offset
+        return packed + blocks + 4 * -(-blocks // BNB_DQ_BLOCK) + code + 256 * 4 + 4
+    return packed + 4 * blocks + code
 
 
 def weight_bytes(

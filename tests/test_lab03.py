@@ -1,0 +1,188 @@
+"""Lab 03 notebook: nbgrader source format, graded tests that can fail, and an end-to-end run.
+
+The graded test cells are run against the solution (must pass) and against plausible wrong
+formulas (must fail), each one in the namespace the notebook gives it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "labs/lab03_memory/lab03_memory.ipynb"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+SOLUTIONS = {
+    "llama-params": "llama_params",
+    "bits-per-weight": "bits_per_weight",
+    "kv-cache": "kv_cache_bytes",
+    "finetune": "finetune_gb",
+}
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def _cell(nb, grade_id: str):
+    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    return cell
+
+
+def test_notebook_is_clean_nbgrader_source(nb) -> None:
+    assert nb.metadata.kernelspec == KERNELSPEC
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert len(ids) == len(set(ids)), "duplicate grade_id fails the whole submission"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "MEASURE_MODEL = " in params[0].source
+    graded = [
+        c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
+    ]
+    assert sum(g["points"] for g in graded) == 8 and all(g["locked"] for g in graded)
+    for grade_id in SOLUTIONS:
+        cell = _cell(nb, grade_id)
+        assert cell.metadata["nbgrader"]["solution"]
+        assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
+        test = _cell(nb, f"test-{grade_id}").source
+        assert "### BEGIN HIDDEN TESTS" in test
+        assert "courselib" not in test and "count_params" not in test  # literal numbers only
+
+
+def _namespace(nb) -> dict:
+    """The student's functions, as the solution cells define them."""
+    namespace: dict = {"math": math}
+    for grade_id in SOLUTIONS:
+        exec(_cell(nb, grade_id).source, namespace)
+    return namespace
+
+
+def _grade(nb, grade_id: str, **replace) -> None:
+    namespace = {**_namespace(nb), **replace}
+    exec(_cell(nb, f"test-{grade_id}").source, namespace)
+
+
+@pytest.mark.parametrize("grade_id", list(SOLUTIONS))
+def test_graded_tests_pass_on_the_solution(nb, grade_id) -> None:
+    _grade(nb, grade_id)
+
+
+def _no_gqa(hidden, layers, heads, kv_heads, ffn, vocab, tied=False):
+    return (
+        layers * (4 * hidden * hidden + 3 * hidden * ffn + 2 * hidden) + 2 * vocab * hidden + hidden
+    )
+
+
+def _head_always(hidden, layers, heads, kv_heads, ffn, vocab, tied=False):
+    kv = kv_heads * (hidden // heads)
+    return (
+        layers * (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn + 2 * hidden)
+        + 2 * vocab * hidden
+        + hidden
+    )
+
+
+def _no_norms(hidden, layers, heads, kv_heads, ffn, vocab, tied=False):
+    kv = kv_heads * (hidden // heads)
+    return layers * (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn) + vocab * hidden * (
+        1 if tied else 2
+    )
+
+
+def _bits(nf4, dq):
+    table = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "nf4": nf4, "nf4-dq": dq}
+    return lambda precision: table[precision]
+
+
+WRONG = [
+    ("llama-params", {"llama_params": _no_gqa}),
+    ("llama-params", {"llama_params": _head_always}),
+    ("llama-params", {"llama_params": _no_norms}),
+    ("bits-per-weight", {"bits_per_weight": _bits(4, 4)}),  # scales forgotten
+    ("bits-per-weight", {"bits_per_weight": _bits(4.5, 4.125)}),  # second level forgotten
+    (
+        "kv-cache",
+        {
+            "kv_cache_bytes": lambda L, kv, d, n, batch=1, bytes_per_value=2: (
+                L * kv * d * bytes_per_value * n * batch
+            )
+        },
+    ),
+    (
+        "kv-cache",
+        {
+            "kv_cache_bytes": lambda L, kv, d, n, batch=1, bytes_per_value=2: (
+                2 * L * kv * d * 2 * n * batch
+            )
+        },
+    ),
+    (
+        "kv-cache",
+        {
+            "kv_cache_bytes": lambda L, kv, d, n, batch=1, bytes_per_value=2: (
+                2 * L * kv * d * bytes_per_value * n
+            )
+        },
+    ),
+    ("finetune", {"finetune_gb": lambda n, method, lora_params=0: 12 * n / 1e9}),
+    (
+        "finetune",
+        {
+            "finetune_gb": lambda n, method, lora_params=0: (
+                16 * n / 1e9
+                if method == "full"
+                else (n * (2 if method == "lora" else 0.5) + 16 * lora_params) / 1e9
+            )
+        },
+    ),
+    (
+        "finetune",
+        {
+            "finetune_gb": lambda n, method, lora_params=0: (
+                16 * n / 1e9
+                if method == "full"
+                else (n * (4 if method == "lora" else 0.516) + 16 * lora_params) / 1e9
+            )
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("grade_id", "wrong"), WRONG)
+def test_graded_tests_reject_wrong_formulas(nb, grade_id, wrong) -> None:
+    with pytest.raises(AssertionError):
+        _grade(nb, grade_id, **wrong)
+
+
+@pytest.mark.slow
+def test_solution_notebook_runs_end_to_end(run_notebook, course_hf, course_gguf) -> None:
+    course_hf("course-chat")  # built before the clock of the run starts
+    executed = run_notebook(NOTEBOOK, {"TRAIN_METHODS": ["lora", "qlora"]})
+    cells = executed["cells"]
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error", (cell["source"], out)
+            if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
+                assert out.get("name") != "stderr", "stderr in a test cell scores 0"
+
+    def text_of(marker: str) -> str:
+        (cell,) = [c for c in cells if c["cell_type"] == "code" and marker in c["source"]]
+        parts = []
+        for out in cell["outputs"]:
+            parts.append(out.get("text", ""))
+            parts.append(out.get("data", {}).get("text/plain", ""))
+        return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+    assert "False" not in text_of('params["same"]')  # the student's counts = courselib's
+    assert "27.97 GB" in text_of('"--ctx", "2048"]')  # the CLI in the notebook
+    assert "QLoRA r=64:    44.3 GB" in text_of("count_65b = ")
+    measured = text_of("measured = error_table(rows)")
+    for quantity in ("Q4_K_M", "nf4-dq", "llama.cpp f16, n_ctx=512", "qlora + grad ckpt"):
+        assert quantity in measured
+    yours = text_of("yours = pd.DataFrame(")
+    assert "fp32 weights" in yours and "llama.cpp KV, 512 cells" in yours
