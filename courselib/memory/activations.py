@@ -10,12 +10,14 @@ and per layer, in elements (h hidden, q = heads x head_dim, k = kv_heads x head_
 - LoRA / QLoRA (frozen base): ``2h + 2q + 2k + 3f + heads + 2`` plus, per adapted matrix, its
   input twice with dropout (the dropout mask and the dropped input, both kept) or once per
   distinct input without, and its rank-r intermediate. Frozen matrices need no saved input.
-- After the last layer: the final norm, the logits and their log-softmax (``2 x vocab``).
+- After the last layer: the final norm and the loss's log-softmax (``vocab``).
+- LoRA's first layer reads the frozen embedding: its input and q/k/v dropout masks are not kept.
 - Gradient checkpointing keeps only each layer's input (``h``) and recomputes one layer at a
   time in the backward pass.
 
 Checked against the tensors autograd really saves (``torch.autograd.graph.saved_tensors_hooks``)
-on course-bench: within 2% for full fine-tuning and LoRA (tests/test_memory_training.py).
+on small LLaMAs with and without grouped-query attention: within 1% (full fine-tuning, LoRA
+with and without dropout, LoRA on every matrix; tests/test_memory_training.py).
 
 Example (LLaMA-7B, full fine-tune, 1 x 512 tokens, 16-bit)::
 
@@ -73,8 +75,18 @@ def per_token_layer_elements(
 
 
 def head_elements(shape: Shape, *, method: str) -> int:
-    """Per token after the last layer: final norm (3h trained, h frozen) + logits + log-softmax."""
-    return (3 if method == "full" else 1) * shape.hidden + 2 * shape.vocab
+    """Per token after the last layer: the final norm (3h trained, its input h when frozen)
+    and the log-softmax of the loss (vocab; the logits themselves are not kept)."""
+    return (3 if method == "full" else 1) * shape.hidden + shape.vocab
+
+
+def first_layer_savings(
+    shape: Shape, *, lora_targets: Iterable[str] = (), lora_dropout: float = 0.05
+) -> int:
+    """Elements per token that LoRA's first layer does NOT keep: its input comes from the frozen
+    embedding and needs no gradient, so neither it nor the dropout masks of q/k/v are saved."""
+    masks = sum(shape.hidden for t in lora_targets if t in ("q_proj", "k_proj", "v_proj"))
+    return shape.hidden + (masks if lora_dropout > 0 else 0)
 
 
 def layer_activation_bytes(
@@ -120,5 +132,10 @@ def activation_bytes(
         lora_rank=lora_rank,
         lora_dropout=lora_dropout,
     )
-    kept = shape.hidden * shape.layers + layer if gradient_checkpointing else layer * shape.layers
+    if gradient_checkpointing:
+        kept = shape.hidden * shape.layers + layer
+    else:
+        kept = layer * shape.layers
+        if method != "full":
+            kept -= first_layer_savings(shape, lora_targets=lora_targets, lora_dropout=lora_dropout)
     return (kept + head_elements(shape, method=method)) * tokens * elem_bytes
