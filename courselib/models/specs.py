@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 """Bump when a change to the tokenizer, training, conversion or quantization code changes the
 files it writes: built models are reused until their inputs (this included) change."""
 
