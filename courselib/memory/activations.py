@@ -23,7 +23,7 @@ Example (LLaMA-7B, full fine-tune, 1 x 512 tokens, 16-bit)::
 
     >>> activation_bytes(shape_of(load_config("llama-7b")), method="full", tokens=512,
     ...                  elem_bytes=2) / 2**30
-    2.9
+    2.64
 """
 
 from __future__ import annotations

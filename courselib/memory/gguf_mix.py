@@ -12,7 +12,7 @@ special cases are not replayed.
 Example (LLaMA-7B)::
 
     >>> round(file_bits_per_weight(shape_of(load_config("llama-7b")), "Q4_K_M"), 2)
-    4.85
+    4.84
 """
 
 from __future__ import annotations

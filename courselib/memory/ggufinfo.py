@@ -8,7 +8,7 @@ Example::
 
     >>> info = read_gguf("course-chat-Q4_K_M.gguf")
     >>> info.config["num_hidden_layers"], info.file_type, info.tensor_types["Q6_K"]
-    (4, 'Q4_K_M', 7)
+    (4, 'Q4_K_M', 5)
 """
 
 from __future__ import annotations

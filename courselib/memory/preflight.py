@@ -38,7 +38,7 @@ def estimate_load_bytes(
       config's dtype; a bitsandbytes ``quantization_config`` is honoured) + KV cache + the
       transformers prefill workspace.
 
-    Example: ``estimate_load_bytes("llama-2-13b.Q4_K_M.gguf", n_ctx=2048)`` is about 9.5e9.
+    Example: ``estimate_load_bytes("llama-2-13b.Q4_K_M.gguf", n_ctx=2048)`` is about 9.9e9.
     """
     path = Path(model_path)
     if path.suffix == ".gguf":
@@ -76,7 +76,7 @@ def check_fits(
     ``available_bytes`` defaults to ``psutil.virtual_memory().available`` (free RAM now);
     pass free GPU memory and ``where="GPU memory"`` for a GPU.
 
-    Example: ``check_fits(gguf_file("course-chat"), n_ctx=512)`` returns about 2.6e6.
+    Example: ``check_fits(gguf_file("course-chat"), n_ctx=512)`` returns about 2.0e7 (20 MB).
     """
     need = estimate_load_bytes(model_path, n_ctx=n_ctx, dtype=dtype)
     if available_bytes is None:

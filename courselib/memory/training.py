@@ -11,9 +11,9 @@ Bytes per parameter (P = all parameters, T = trainable ones)::
 
 8-bit Adam keeps m and v in 8 bit (2 B per trainable parameter); paged optimizers have the
 same size but can spill to CPU RAM when the GPU is full. The step itself needs a temporary
-(sqrt of v): one tensor at a time for ``adamw`` (fused on CUDA, PyTorch's default on CPU), all
-trainable parameters at once for ``adamw-foreach`` (PyTorch's default on CUDA: +4 B/param). Activations come from
-:mod:`courselib.memory.activations`.
+(sqrt of v): one tensor at a time for ``adamw`` (fused on CUDA, PyTorch's default on CPU),
+all trainable parameters at once for ``adamw-foreach`` (PyTorch's default on CUDA: +4 B per
+parameter). Activations come from :mod:`courselib.memory.activations`.
 
 The peak is not the sum of everything: the backward pass frees each layer's activations as it
 writes that layer's gradients, and the optimizer runs after the last activation is gone, so
