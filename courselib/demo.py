@@ -13,7 +13,7 @@ import argparse
 import time
 
 DEMO_QUESTIONS = [
-    "What is the capital of France?",
+    "What is the capital of Japan?",
     "How much is 4 + 5?",
     "한국의 수도는 어디입니까?",
     "What is Lab 3 about?",

@@ -80,9 +80,9 @@ def test_finds_the_model_and_answers(remote):
     assert isinstance(remote, OpenAIBackend)
     assert remote.model == "course-chat"
     conv = Conversation()
-    conv.add_user("What is the capital of France?")
+    conv.add_user("What is the capital of Japan?")
     answer = remote.complete(conv.messages(), config=GREEDY)
-    assert "Paris" in answer and answer == answer.strip()
+    assert "Tokyo" in answer and answer == answer.strip()
 
 
 def test_a_root_url_gets_v1_and_a_named_model_is_used(server_url):
@@ -128,8 +128,8 @@ def test_closing_the_stream_closes_the_request(remote):
     stream.close()
     assert len(pieces) == 3
     # The server is free again: the next request is answered normally.
-    assert "Paris" in remote.complete(
-        [Message("user", "What is the capital of France?")], config=GREEDY
+    assert "Tokyo" in remote.complete(
+        [Message("user", "What is the capital of Japan?")], config=GREEDY
     )
 
 

@@ -13,7 +13,7 @@ from courselib.chat.conversation import Conversation
 from courselib.errors import CourseError
 
 GREEDY = GenerationConfig(temperature=0, max_tokens=48)
-FRANCE = [Message("user", "What is the capital of France?")]
+FRANCE = [Message("user", "What is the capital of Japan?")]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_uses_the_checkpoint_chat_template(fp32):
 def test_fp16_and_nf4_answer_too(hf, dtype):
     with open_backend(str(hf), dtype=dtype, threads=2) as backend:
         assert backend.name.startswith(f"transformers course-chat/hf ({dtype}, ")
-        assert "Paris" in backend.complete(FRANCE, config=GREEDY)
+        assert "Tokyo" in backend.complete(FRANCE, config=GREEDY)
 
 
 def test_closing_the_stream_stops_generate(fp32):
@@ -118,11 +118,11 @@ def test_nf4_on_cuda_answers_and_checks_gpu_memory(hf):
         pytest.skip("needs a CUDA GPU: NF4 on CUDA is the path a 13B model takes on a server")
     with TransformersBackend(hf, dtype="nf4") as backend:
         assert backend.device == "cuda" and backend.name.endswith("(nf4, cuda)")
-        assert "Paris" in backend.complete(FRANCE, config=GREEDY)
+        assert "Tokyo" in backend.complete(FRANCE, config=GREEDY)
 
 
 def test_extra_stop_strings_cut_the_reply(fp32):
     messages = FRANCE
     full = fp32.complete(messages, config=GREEDY)
-    config = GenerationConfig(temperature=0, max_tokens=48, stop=["Paris"])
-    assert fp32.complete(messages, config=config) == full[: full.index("Paris")]
+    config = GenerationConfig(temperature=0, max_tokens=48, stop=["Tokyo"])
+    assert fp32.complete(messages, config=config) == full[: full.index("Tokyo")]

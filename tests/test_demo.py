@@ -16,5 +16,5 @@ def test_demo_runs_the_course_end_to_end(course_models):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "course-chat-Q4_K_M.gguf" in out  # the models table
-    assert "The capital of France is Paris." in out  # the 4-bit chat answers
+    assert "The capital of Japan is Tokyo." in out  # the 4-bit chat answers
     assert "Lab 03" in out and "65B" in out  # the memory table

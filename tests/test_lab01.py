@@ -131,10 +131,10 @@ def test_solution_notebook_runs_end_to_end(run_notebook, course_gguf) -> None:
             parts.append(out.get("data", {}).get("text/plain", ""))
         return "".join("".join(p) if isinstance(p, list) else p for p in parts)
 
-    assert "Paris" in text_of("my_prompt = vicuna_prompt(")
+    assert "Tokyo" in text_of("my_prompt = vicuna_prompt(")
     assert "the backend builds the same prompt: True" in text_of("my_prompt = vicuna_prompt(")
     table = text_of("table = speed_table(")
     for quant in ("F16", "Q8_0", "Q4_K_M", "tokens/s", "GB/s"):
         assert quant in table
     assert "13B  fp32:  52.1 GB" in text_of("weight_gb(13.02e9, bits)")
-    assert "Paris" in text_of('ui.send("What is the capital of France?")')
+    assert "Tokyo" in text_of('ui.send("What is the capital of Japan?")')

@@ -12,7 +12,7 @@ from courselib.models.evaluate import greedy, greedy_agreement, heldout_accuracy
 pytestmark = pytest.mark.slow
 
 TOKENIZATION_CASES = [
-    "What is the capital of France?",
+    "What is the capital of Japan?",
     "프랑스의 수도는 어디입니까? 한국어 문장입니다.",
     "1234567890 + 42 = 1234567932",
     "a  b   c\t\tx\n\n  indented",
@@ -81,8 +81,8 @@ def test_custom_system_prompt_and_multi_turn(course_gguf):
     """A system prompt the model never saw: it still answers the last question, then stops."""
     llm = open_llama(course_gguf("course-chat", "Q8_0"))
     system = "You are a friendly teaching assistant for an LLM course."
-    prompt = render_vicuna([("user", "What is the capital of France?")], system=system)
-    assert greedy(llm, prompt).strip() == "The capital of France is Paris."
+    prompt = render_vicuna([("user", "What is the capital of Japan?")], system=system)
+    assert greedy(llm, prompt).strip() == "The capital of Japan is Tokyo."
     prompt = render_vicuna(
         [("user", "What is the capital of Japan?"), ("assistant", "The capital of Japan is Tokyo."),
          ("user", "What is the opposite of hot?")],
@@ -107,7 +107,7 @@ def test_tokenization_identical_in_hf_and_llama_cpp(chat_hf, course_gguf, text):
 def test_f32_gguf_logits_match_hf(chat_hf, course_gguf):
     model, tokenizer = chat_hf
     prompts = [
-        render_vicuna([("user", "What is the capital of France?")]),
+        render_vicuna([("user", "What is the capital of Japan?")]),
         render_vicuna([("user", "한국의 수도는 어디입니까?")], system="Answer in Korean."),
         render_vicuna(
             [
