@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,15 @@ def test_ctrl_c_stops_the_reply_but_not_the_chat(capsys):
     backend = EchoBackend(delay_s=0.05)
     conv = Conversation()
     lines = iter([" ".join(f"w{i}" for i in range(100)), "/quit"])
-    # Ctrl-C = SIGINT = KeyboardInterrupt in the main thread, a few words into the reply.
-    timer = threading.Timer(0.2, _thread.interrupt_main)
+    # Ctrl-C = SIGINT = KeyboardInterrupt in the main thread, a few words into the reply
+    # (waiting for the words, not a fixed time, so a loaded machine cannot fire it too early).
+    def ctrl_c_after_three_words() -> None:
+        deadline = time.monotonic() + 60
+        while backend.pieces_yielded < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        _thread.interrupt_main()
+
+    timer = threading.Thread(target=ctrl_c_after_three_words, daemon=True)
     out = io.StringIO()
     timer.start()
     chat_loop(backend, conv, GenerationConfig(), read=lambda _: next(lines), out=out)
