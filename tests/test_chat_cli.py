@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -75,10 +76,11 @@ def test_a_too_long_message_is_reported_and_the_chat_goes_on():
     assert "assistant> ok\n" in result.stdout
 
 
-def test_ctrl_c_stops_the_reply_but_not_the_chat(capsys):
+def test_ctrl_c_stops_the_reply_but_not_the_chat(capsys, request):
     backend = EchoBackend(delay_s=0.05)
     conv = Conversation()
     lines = iter([" ".join(f"w{i}" for i in range(100)), "/quit"])
+
     # Ctrl-C = SIGINT = KeyboardInterrupt in the main thread, a few words into the reply
     # (waiting for the words, not a fixed time, so a loaded machine cannot fire it too early).
     def ctrl_c_after_three_words() -> None:
@@ -87,6 +89,10 @@ def test_ctrl_c_stops_the_reply_but_not_the_chat(capsys):
             time.sleep(0.005)
         _thread.interrupt_main()
 
+    # An earlier test in the session may have left SIGINT ignored (then interrupt_main does
+    # nothing): a terminal has Python's default handler, so give the test that one.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     timer = threading.Thread(target=ctrl_c_after_three_words, daemon=True)
     out = io.StringIO()
     timer.start()
