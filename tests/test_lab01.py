@@ -7,57 +7,33 @@ and against plausible wrong answers (must fail): a test that cannot fail grades 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import nbformat
 import pytest
+from labcheck import LABS_DIR, assert_graded, assert_ran_cleanly, cell, output_text, read_lab
 
 from courselib.chat.templates import VICUNA_SYSTEM
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "labs/lab01_local_chat/lab01_local_chat.ipynb"
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+NOTEBOOK = LABS_DIR / "lab01_local_chat/lab01_local_chat.ipynb"
 
 
 @pytest.fixture(scope="module")
 def nb():
-    return nbformat.read(NOTEBOOK, as_version=4)
+    return read_lab(NOTEBOOK)
 
 
-def _cell(nb, grade_id: str):
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cell
-
-
-def test_notebook_is_clean_nbgrader_source(nb) -> None:
-    assert nb.metadata.kernelspec == KERNELSPEC
-    ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert len(ids) == len(set(ids)), "duplicate grade_id fails the whole submission"
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1 and "MODEL = " in params[0].source
-    graded = [
-        c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
-    ]
-    assert sum(g["points"] for g in graded) == 4 and all(g["locked"] for g in graded)
-    for grade_id in ("vicuna-prompt", "weight-gb"):
-        cell = _cell(nb, grade_id)
-        assert cell.metadata["nbgrader"]["solution"]
-        assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
-    for grade_id in ("test-vicuna-prompt", "test-weight-gb"):
-        assert "### BEGIN HIDDEN TESTS" in _cell(nb, grade_id).source
-        assert "render_vicuna" not in _cell(nb, grade_id).source  # literal expected strings only
+def test_notebook_is_graded_source(nb) -> None:
+    tests = assert_graded(nb, points=4, parameter="MODEL", solutions=["vicuna-prompt", "weight-gb"])
+    assert all("render_vicuna" not in t for t in tests)  # literal expected strings only
 
 
 def _grade(nb, test_id: str, **answer) -> None:
     """Run one graded test cell with ``answer`` (the student's functions) in its namespace."""
-    exec(_cell(nb, test_id).source, {"math": math, "VICUNA_SYSTEM": VICUNA_SYSTEM, **answer})
+    exec(cell(nb, test_id).source, {"math": math, "VICUNA_SYSTEM": VICUNA_SYSTEM, **answer})
 
 
 def _solution(nb, grade_id: str, name: str):
     namespace = {"VICUNA_SYSTEM": VICUNA_SYSTEM}
-    exec(_cell(nb, grade_id).source, namespace)
+    exec(cell(nb, grade_id).source, namespace)
     return namespace[name]
 
 
@@ -116,20 +92,10 @@ def test_solution_notebook_runs_end_to_end(run_notebook, course_gguf) -> None:
     for quant in ("F16", "Q8_0", "Q4_K_M"):
         course_gguf("course-chat", quant)  # built before the clock of the run starts
     executed = run_notebook(NOTEBOOK, {"MAX_TOKENS": 24})
-    cells = executed["cells"]
-    for cell in cells:
-        for out in cell.get("outputs", []):
-            assert out["output_type"] != "error", (cell["source"], out)
-            if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
-                assert out.get("name") != "stderr", "stderr in a test cell scores 0"
+    assert_ran_cleanly(executed)
 
     def text_of(marker: str) -> str:
-        (cell,) = [c for c in cells if c["cell_type"] == "code" and marker in c["source"]]
-        parts = []
-        for out in cell["outputs"]:
-            parts.append(out.get("text", ""))
-            parts.append(out.get("data", {}).get("text/plain", ""))
-        return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+        return output_text(executed, marker)
 
     assert "Tokyo" in text_of("my_prompt = vicuna_prompt(")
     assert "the backend builds the same prompt: True" in text_of("my_prompt = vicuna_prompt(")

@@ -7,13 +7,11 @@ formulas (must fail), each one in the namespace the notebook gives it.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import nbformat
 import pytest
+from labcheck import LABS_DIR, assert_graded, assert_ran_cleanly, cell, output_text, read_lab
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "labs/lab03_memory/lab03_memory.ipynb"
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+NOTEBOOK = LABS_DIR / "lab03_memory/lab03_memory.ipynb"
 SOLUTIONS = {
     "llama-params": "llama_params",
     "bits-per-weight": "bits_per_weight",
@@ -24,33 +22,12 @@ SOLUTIONS = {
 
 @pytest.fixture(scope="module")
 def nb():
-    return nbformat.read(NOTEBOOK, as_version=4)
+    return read_lab(NOTEBOOK)
 
 
-def _cell(nb, grade_id: str):
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cell
-
-
-def test_notebook_is_clean_nbgrader_source(nb) -> None:
-    assert nb.metadata.kernelspec == KERNELSPEC
-    ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert len(ids) == len(set(ids)), "duplicate grade_id fails the whole submission"
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1 and "MEASURE_MODEL = " in params[0].source
-    graded = [
-        c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
-    ]
-    assert sum(g["points"] for g in graded) == 8 and all(g["locked"] for g in graded)
-    for grade_id in SOLUTIONS:
-        cell = _cell(nb, grade_id)
-        assert cell.metadata["nbgrader"]["solution"]
-        assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
-        test = _cell(nb, f"test-{grade_id}").source
-        assert "### BEGIN HIDDEN TESTS" in test
+def test_notebook_is_graded_source(nb) -> None:
+    tests = assert_graded(nb, points=8, parameter="MEASURE_MODEL", solutions=list(SOLUTIONS))
+    for test in tests:
         assert "courselib" not in test and "count_params" not in test  # literal numbers only
 
 
@@ -58,13 +35,13 @@ def _namespace(nb) -> dict:
     """The student's functions, as the solution cells define them."""
     namespace: dict = {"math": math}
     for grade_id in SOLUTIONS:
-        exec(_cell(nb, grade_id).source, namespace)
+        exec(cell(nb, grade_id).source, namespace)
     return namespace
 
 
 def _grade(nb, grade_id: str, **replace) -> None:
     namespace = {**_namespace(nb), **replace}
-    exec(_cell(nb, f"test-{grade_id}").source, namespace)
+    exec(cell(nb, f"test-{grade_id}").source, namespace)
 
 
 @pytest.mark.parametrize("grade_id", list(SOLUTIONS))
@@ -163,20 +140,10 @@ def test_graded_tests_reject_wrong_formulas(nb, grade_id, wrong) -> None:
 def test_solution_notebook_runs_end_to_end(run_notebook, course_hf, course_gguf) -> None:
     course_hf("course-chat")  # built before the clock of the run starts
     executed = run_notebook(NOTEBOOK, {"TRAIN_METHODS": ["lora", "qlora"]})
-    cells = executed["cells"]
-    for cell in cells:
-        for out in cell.get("outputs", []):
-            assert out["output_type"] != "error", (cell["source"], out)
-            if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
-                assert out.get("name") != "stderr", "stderr in a test cell scores 0"
+    assert_ran_cleanly(executed)
 
     def text_of(marker: str) -> str:
-        (cell,) = [c for c in cells if c["cell_type"] == "code" and marker in c["source"]]
-        parts = []
-        for out in cell["outputs"]:
-            parts.append(out.get("text", ""))
-            parts.append(out.get("data", {}).get("text/plain", ""))
-        return "".join("".join(p) if isinstance(p, list) else p for p in parts)
+        return output_text(executed, marker)
 
     assert "False" not in text_of('params["same"]')  # the student's counts = courselib's
     assert "27.97 GB" in text_of('"--ctx", "2048"]')  # the CLI in the notebook

@@ -9,12 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from labcheck import LABS_DIR, assert_clean_source, read_lab
 
-LABS = sorted((Path(__file__).resolve().parents[1] / "labs").glob("*/*.ipynb"))
-
-
-def _cells(nb: dict) -> list[dict]:
-    return nb["cells"]
+LABS = sorted(LABS_DIR.glob("*/*.ipynb"))
 
 
 def _source(cell: dict) -> str:
@@ -23,22 +20,7 @@ def _source(cell: dict) -> str:
 
 @pytest.mark.parametrize("lab", LABS, ids=[p.parent.name for p in LABS])
 def test_lab_source_is_clean_and_parameterised(lab):
-    nb = json.loads(lab.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"  # JupyterLab asks otherwise
-    code = [c for c in _cells(nb) if c["cell_type"] == "code"]
-    assert not any(c.get("outputs") or c.get("execution_count") for c in code), (
-        "commit without outputs"
-    )
-    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1, "exactly one papermill parameters cell"
-    grade_ids = [
-        c["metadata"]["nbgrader"]["grade_id"]
-        for c in _cells(nb)
-        if "nbgrader" in c.get("metadata", {})
-    ]
-    assert len(grade_ids) == len(set(grade_ids)), "duplicate grade_id breaks nbgrader (#1083)"
-    assert any("### BEGIN SOLUTION" in _source(c) for c in code)
-    assert any("### BEGIN HIDDEN TESTS" in _source(c) for c in code)
+    assert_clean_source(read_lab(lab))
 
 
 @pytest.mark.slow
@@ -60,12 +42,12 @@ def test_nbgrader_generates_the_student_version(lab, tmp_path, monkeypatch):
     assert result["success"], result.get("log") or result.get("error")
 
     student = json.loads((tmp_path / "release" / assignment / lab.name).read_text())
-    text = "\n".join(_source(c) for c in _cells(student))
+    text = "\n".join(_source(c) for c in student["cells"])
     assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text
     assert "YOUR CODE HERE" in text
     points = sum(
         c["metadata"]["nbgrader"].get("points", 0)
-        for c in _cells(student)
+        for c in student["cells"]
         if c.get("metadata", {}).get("nbgrader", {}).get("grade")
     )
     assert points > 0
