@@ -15,6 +15,7 @@ import numpy as np
 from courselib.chat.templates import render_vicuna
 from courselib.models import COURSE_MODELS, QUANTS, gguf_file, hf_dir, read_manifest
 from courselib.models.build import build_all
+from courselib.models.corpus import held_out
 from courselib.models.evaluate import PROMPTS, greedy_agreement, heldout_accuracy
 
 
@@ -24,7 +25,9 @@ def main(args) -> None:
     for name in COURSE_MODELS:
         manifest = read_manifest(name)
         f32 = manifest["files"]["F32"]["bytes"]
-        print(f"{name:<13} {'weights':<7} {'':>9} {'':>6} {'':>7} {manifest['timings_s']['weights_s']:>8.1f}")
+        print(
+            f"{name:<13} {'weights':<7} {'':>9} {'':>6} {'':>7} {manifest['timings_s']['weights_s']:>8.1f}"
+        )
         for quant, f in manifest["files"].items():
             print(
                 f"{name:<13} {quant:<7} {f['bytes'] / 1e6:>9.1f} {f['bytes'] / f32:>6.3f} "
@@ -32,15 +35,30 @@ def main(args) -> None:
             )
 
     print("\ncourse-chat, through llama.cpp (greedy):")
-    print(f"{'type':<7} {'held-out accuracy':>18} {'same continuation as F32':>25}")
+    families = list(dict.fromkeys(qa.family for qa in held_out()))
+    print(
+        f"{'type':<7} {'held-out accuracy':>18} {'same continuation as F32':>25}  "
+        + " ".join(f"{f:>10}" for f in families)
+    )
     f32_path = gguf_file("course-chat", "F32")
     limit = 40 if args.quick else None
     for quant in QUANTS:
         acc = heldout_accuracy(gguf_file("course-chat", quant), limit=limit)
-        agree = 1.0 if quant == "F32" else greedy_agreement(f32_path, gguf_file("course-chat", quant))
-        print(f"{quant:<7} {acc.correct:>8}/{acc.total:<4} {acc.rate:>5.1%} {agree:>24.0%} of {len(PROMPTS)}")
+        agree = (
+            1.0 if quant == "F32" else greedy_agreement(f32_path, gguf_file("course-chat", quant))
+        )
+        print(
+            f"{quant:<7} {acc.correct:>8}/{acc.total:<4} {acc.rate:>5.1%} {agree:>24.0%} of "
+            f"{len(PROMPTS)}  "
+            + " ".join(
+                f"{acc.by_family[f]:>10.0%}" if f in acc.by_family else f"{'-':>10}"
+                for f in families
+            )
+        )
 
-    print(f"\nHF fp32 vs F32 GGUF (llama.cpp, F32 KV cache): max |logit diff| = {_max_logit_diff():.2e}")
+    print(
+        f"\nHF fp32 vs F32 GGUF (llama.cpp, F32 KV cache): max |logit diff| = {_max_logit_diff():.2e}"
+    )
 
 
 def _max_logit_diff() -> float:

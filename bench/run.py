@@ -17,8 +17,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", default=[], help="run only bench_NAME.py (repeatable)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", action="append", default=[], help="run only bench_NAME.py (repeatable)"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (noisier medians)")
     args = parser.parse_args()
     modules = sorted(HERE.glob("bench_*.py"))

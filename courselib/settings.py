@@ -32,7 +32,9 @@ from courselib.errors import CourseError
 
 def _default_threads() -> int:
     # llama.cpp is memory-bound when decoding: physical cores, not hyperthreads, help.
-    return max(1, (os.cpu_count() or 2) // 2) if (os.cpu_count() or 1) > 2 else (os.cpu_count() or 1)
+    return (
+        max(1, (os.cpu_count() or 2) // 2) if (os.cpu_count() or 1) > 2 else (os.cpu_count() or 1)
+    )
 
 
 @dataclass(frozen=True)

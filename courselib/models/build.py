@@ -181,6 +181,9 @@ def build_model(
         if spec.weights == "trained":
             acc = evaluate.heldout_accuracy(tmp / f"{spec.name}-Q4_K_M.gguf")
             manifest["heldout_accuracy_q4_k_m"] = round(acc.rate, 4)
+            manifest["heldout_by_family_q4_k_m"] = {
+                k: round(v, 4) for k, v in acc.by_family.items()
+            }
             log(f"  held-out accuracy (Q4_K_M): {acc.correct}/{acc.total} = {acc.rate:.1%}")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return root

@@ -127,6 +127,9 @@ def _info(args) -> int:
     )
     if "heldout_accuracy_q4_k_m" in manifest:
         print(f"  held-out accuracy (Q4_K_M): {manifest['heldout_accuracy_q4_k_m']:.1%}")
+        families = manifest.get("heldout_by_family_q4_k_m", {})
+        if families:
+            print("    by family: " + ", ".join(f"{k} {v:.0%}" for k, v in families.items()))
     print(
         f"  built {manifest['built_at']} (inputs {manifest['inputs_hash']}), timings {manifest['timings_s']}"
     )
