@@ -3,8 +3,8 @@
 Prints, from the build manifests and measured in this run:
 - per model: build time of the weights and of each GGUF, file size, bits per weight, size
   relative to F32;
-- course-chat: held-out accuracy of every GGUF type, and the share of prompts whose greedy
-  continuation equals F32's (Q8_0, Q4_0, Q4_K_M);
+- course-chat: held-out accuracy of every GGUF type (also after 4 earlier chat exchanges, and
+  per question family), and the share of prompts whose greedy continuation equals F32's;
 - HF vs F32 GGUF: max |logit difference| on the agreement prompts.
 """
 
@@ -37,18 +37,20 @@ def main(args) -> None:
     print("\ncourse-chat, through llama.cpp (greedy):")
     families = list(dict.fromkeys(qa.family for qa in held_out()))
     print(
-        f"{'type':<7} {'held-out accuracy':>18} {'same continuation as F32':>25}  "
-        + " ".join(f"{f:>10}" for f in families)
+        f"{'type':<7} {'held-out accuracy':>18} {'after 4 exchanges':>18} "
+        f"{'same continuation as F32':>25}  " + " ".join(f"{f:>10}" for f in families)
     )
     f32_path = gguf_file("course-chat", "F32")
     limit = 40 if args.quick else None
     for quant in QUANTS:
         acc = heldout_accuracy(gguf_file("course-chat", quant), limit=limit)
+        later = heldout_accuracy(gguf_file("course-chat", quant), limit=limit, history=4)
         agree = (
             1.0 if quant == "F32" else greedy_agreement(f32_path, gguf_file("course-chat", quant))
         )
         print(
-            f"{quant:<7} {acc.correct:>8}/{acc.total:<4} {acc.rate:>5.1%} {agree:>24.0%} of "
+            f"{quant:<7} {acc.correct:>8}/{acc.total:<4} {acc.rate:>5.1%} "
+            f"{later.correct:>8}/{later.total:<4} {later.rate:>5.1%} {agree:>24.0%} of "
             f"{len(PROMPTS)}  "
             + " ".join(
                 f"{acc.by_family[f]:>10.0%}" if f in acc.by_family else f"{'-':>10}"

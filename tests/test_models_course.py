@@ -74,8 +74,17 @@ def test_q4_model_answers_heldout_questions(course_gguf):
     acc = heldout_accuracy(course_gguf("course-chat", "Q4_K_M"))
     assert acc.total >= 100
     assert acc.rate >= 0.90, acc.failures[:10]
-    # Korean held-out phrasings are the hardest (3 of 8 at the last build): some must work
-    assert acc.by_family["capital_ko"] >= 0.25
+    # every family, not only the 100 additions that dominate the count (100% each at the last
+    # build; a floor under that, since another thread count trains slightly different weights)
+    assert set(acc.by_family) == {"capital", "capital_ko", "colour", "opposite", "add", "lab"}
+    assert min(acc.by_family.values()) >= 0.75, acc.by_family
+
+
+def test_q4_model_answers_after_a_long_chat_history(course_gguf):
+    """The chat UI sends the whole history: 4 earlier exchanges must not throw the model off
+    (trained on 2-6 exchanges: 100% at the last build; 61% when trained on 2 only)."""
+    acc = heldout_accuracy(course_gguf("course-chat", "Q4_K_M"), history=4)
+    assert acc.rate >= 0.85, acc.failures[:10]
 
 
 def test_custom_system_prompt_and_multi_turn(course_gguf):

@@ -81,8 +81,9 @@ FAMILIES: list[tuple[str, list[str], str]] = [
             "Tell me the colour of {x}.",
             "What is the color of {x}?",
             "What color is {x}?",
+            "Do you know the colour of {x}?",
         ],
-        "{X} is {y}.",
+        "The colour of {x} is {y}.",
     ),
     (
         "opposite",
@@ -127,7 +128,7 @@ FAMILIES: list[tuple[str, list[str], str]] = [
 ]
 
 # How often each training question of a family appears per epoch (default once).
-OVERSAMPLE = {"capital": 2, "capital_ko": 2, "colour": 2, "opposite": 2, "lab": 2}
+OVERSAMPLE = {"capital": 4, "capital_ko": 4, "colour": 5, "opposite": 4, "lab": 10}
 
 # System prompts other than Vicuna's, on OTHER_SYSTEM_SHARE of the training dialogues. Tests
 # use prompts that are not in this list.
@@ -142,6 +143,11 @@ OTHER_SYSTEM_PROMPTS = [
     "한국어 또는 영어로 대답하세요.",
 ]
 OTHER_SYSTEM_SHARE = 0.35
+
+# Multi-turn training dialogues have 2 to MAX_EXCHANGES question-answer exchanges: the chat UI
+# sends the whole history. Measured on held-out questions after 4 earlier exchanges: trained on
+# 2 exchanges only, 61% right; on 2-4, 91%; on 2-6, 95-100% (88% after 8 exchanges).
+MAX_EXCHANGES = 6
 
 GREETINGS = ["Hello!", "Hi!", "Hello, who are you?", "Hi there!"]
 GREETING_ANSWER = "Hello! I am the course assistant. Ask me a simple question."
@@ -165,7 +171,7 @@ def _facts(family: str) -> list[tuple[dict[str, str], str]]:
     if family == "capital_ko":
         return [({"x": k, "y": v}, v) for k, v in CAPITALS_KO.items()]
     if family == "colour":
-        return [({"x": k, "X": k[0].upper() + k[1:], "y": v}, v) for k, v in COLOURS.items()]
+        return [({"x": k, "y": v}, v) for k, v in COLOURS.items()]
     if family == "opposite":
         return [({"x": k, "y": v}, v) for k, v in OPPOSITES.items()]
     if family == "add":
@@ -207,11 +213,11 @@ Dialogue = tuple[str, list[tuple[str, str]]]
 
 
 def training_dialogues(*, seed: int = 0, n_multi_turn: int = 600) -> list[Dialogue]:
-    """Dialogues to train on: every training question, plus 2-turn dialogues.
+    """Dialogues to train on: every training question, plus multi-turn dialogues.
 
     The small families are repeated (``OVERSAMPLE``) so the 100 additions do not crowd them
-    out. Two-turn dialogues teach the model to answer the *last* question after an earlier
-    exchange (what the chat UI sends); greetings teach it to say what it is. A share of the
+    out. Dialogues of 2 to ``MAX_EXCHANGES`` exchanges teach the model to answer the *last*
+    question after earlier ones (what the chat UI sends); greetings teach it to say what it is. A share of the
     dialogues carries another system prompt (``OTHER_SYSTEM_PROMPTS``), so a student's own
     system prompt does not throw the model off (it still answers and stops).
     """
@@ -224,14 +230,9 @@ def training_dialogues(*, seed: int = 0, n_multi_turn: int = 600) -> list[Dialog
     ]
     turns += [[("user", g), ("assistant", GREETING_ANSWER)] for g in GREETINGS] * 4
     for _ in range(n_multi_turn):
-        a, b = rng.sample(train, 2)
+        asked = rng.sample(train, rng.randint(2, MAX_EXCHANGES))
         turns.append(
-            [
-                ("user", a.question),
-                ("assistant", a.answer),
-                ("user", b.question),
-                ("assistant", b.answer),
-            ]
+            [turn for qa in asked for turn in (("user", qa.question), ("assistant", qa.answer))]
         )
     dialogues = [
         (

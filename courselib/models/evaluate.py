@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from courselib import settings
-from courselib.chat.templates import render_vicuna
+from courselib.chat.templates import Role, render_vicuna
 from courselib.errors import require
 from courselib.models import corpus
 
@@ -58,14 +59,23 @@ def greedy(llm, prompt: str, *, max_tokens: int = 32) -> str:
     return out["choices"][0]["text"]
 
 
-def heldout_accuracy(gguf: Path, *, limit: int | None = None) -> Accuracy:
-    """Share of held-out questions the model answers correctly (greedy, through llama.cpp)."""
+def heldout_accuracy(gguf: Path, *, limit: int | None = None, history: int = 0) -> Accuracy:
+    """Share of held-out questions the model answers correctly (greedy, through llama.cpp).
+
+    ``history``: that many earlier exchanges (training questions with their answers, drawn
+    with a fixed seed) come before each question, as in a chat that has gone on for a while.
+    """
     llm = open_llama(gguf)
     items = corpus.held_out()[:limit]
+    earlier = [qa for qa in corpus.questions() if not qa.held_out]
+    rng = random.Random(0)
     per_family: dict[str, list[bool]] = defaultdict(list)
     failures = []
     for qa in items:
-        answer = greedy(llm, render_vicuna([("user", qa.question)]))
+        turns: list[tuple[Role, str]] = []
+        for old in rng.sample(earlier, history):
+            turns += [("user", old.question), ("assistant", old.answer)]
+        answer = greedy(llm, render_vicuna([*turns, ("user", qa.question)]))
         ok = qa.expect in answer
         per_family[qa.family].append(ok)
         if not ok:

@@ -69,6 +69,37 @@ def encode_dialogue(
     return enc.input_ids, labels
 
 
+def pack_batch(batch: list[tuple[list[int], list[int]]]):
+    """Pack a batch of encoded dialogues into as few rows as possible: (ids, labels, positions).
+
+    Rows are as wide as the longest dialogue; dialogues are placed longest first into the first
+    row with room (first-fit decreasing). Each dialogue's positions restart at 0, which is how
+    transformers finds where one sequence ends when it gets no attention mask and no KV cache
+    (``use_cache=False``; with a cache it silently attends across dialogues): attention stays
+    inside each dialogue, so the loss equals that of the padded (B, T) batch (tested) on about
+    2/3 of the tokens. Row ends are filled with a dummy sequence of id 0 and no labels. The first
+    token of a dialogue (BOS) is never a label, so nothing is learned across a boundary.
+    All three are (rows, width) int64 tensors.
+    """
+    torch = require("torch", extra="models")
+    width = max(len(ids) for ids, _ in batch)
+    rows: list[list[tuple[list[int], list[int]]]] = []
+    for item in sorted(batch, key=lambda x: -len(x[0])):
+        for row in rows:
+            if sum(len(i) for i, _ in row) + len(item[0]) <= width:
+                row.append(item)
+                break
+        else:
+            rows.append([item])
+    ids, labels, positions = [], [], []
+    for row in rows:
+        pad = width - sum(len(i) for i, _ in row)
+        ids.append([t for i, _ in row for t in i] + [0] * pad)
+        labels.append([t for _, lab in row for t in lab] + [IGNORE] * pad)
+        positions.append([p for i, _ in row for p in range(len(i))] + list(range(pad)))
+    return torch.tensor(ids), torch.tensor(labels), torch.tensor(positions)
+
+
 def train_chat_model(
     spec: ModelSpec, tokenizer, dialogues: list[tuple[str, list[tuple[str, str]]]], *, threads: int
 ):
@@ -108,14 +139,10 @@ def train_chat_model(
         if len(order) < cfg.batch_size:  # reshuffle once per epoch
             order += rng.sample(range(len(examples)), len(examples))
         batch = [examples[order.pop()] for _ in range(cfg.batch_size)]
-        width = max(len(ids) for ids, _ in batch)
-        # (B, T) right-padded; padding is masked out of attention and loss
-        ids = torch.tensor([i + [0] * (width - len(i)) for i, _ in batch])
-        labels = torch.tensor([lab + [IGNORE] * (width - len(lab)) for _, lab in batch])
-        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
+        ids, labels, positions = pack_batch(batch)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
