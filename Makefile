@@ -1,6 +1,6 @@
 # The course lab's front door. `make demo` and `make test` each do all the set-up they need.
 #
-#   make venv    create .venv and install the course with every extra (first time ~25 min:
+#   make venv    create .venv and install the course with every extra (first time ~10 min:
 #                llama-cpp-python compiles llama.cpp; later installs reuse pip's wheel cache)
 #   make models  build the offline course models into the data dir (COURSELAB_DATA_DIR)
 #   make demo    venv + models, then the end-to-end course run on the built-in models
@@ -28,7 +28,7 @@ export TOKENIZERS_PARALLELISM = false
 venv: $(STAMP)
 
 # pip's wheel cache (~/.cache/pip) keeps the compiled llama-cpp-python wheel, so the second
-# install of the same version takes seconds, not the 20-minute compile.
+# install of the same version takes seconds, not the ~9-minute compile.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
