@@ -6,6 +6,8 @@
 #   make demo    venv + models, then the end-to-end course run on the built-in models
 #   make test    venv + models, then the test suite (what CI runs)
 #   make bench   benchmarks, printed as tables of medians and ratios
+#   make check-models  build course-chat for 3 seeds x 1 and 2 threads; every build must clear
+#                the tests' accuracy floors (~40 min on 2 cores; nothing is published)
 #   make lint    ruff
 
 PYTHON ?= python3
@@ -23,7 +25,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: venv models demo test bench lint clean-models
+.PHONY: venv models demo test bench check-models lint clean-models
 
 venv: $(STAMP)
 
@@ -48,6 +50,9 @@ test: models
 
 bench: models
 	$(PY) bench/run.py
+
+check-models: venv
+	$(PY) bench/check_models.py
 
 lint: venv
 	$(PY) -m ruff check courselib autograder server_setup tests bench

@@ -3,10 +3,14 @@
 1. llama.cpp Q4_0 vs transformers fp32 on the same prompt and the same number of greedy
    tokens, each run in a fresh process: decode tokens/s and peak RSS (ratios).
 2. Q4_0 decode as a fraction of the memory-bandwidth roofline: bytes of weights read per token
-   vs the bandwidth numpy measures in this run (median of several 512 MiB reads).
+   vs the bandwidth measured in this run with decode's thread count (``memory_bandwidth``: a
+   STREAM-like parallel read of >= 512 MiB, median of repeats). A fraction above 1 is not a
+   result: the note printed under the table says why (weights served from cache, or the
+   bandwidth under-measured on a busy machine).
 3. ChatUI streaming overhead vs iterating the raw backend: time to first token and tokens/s,
-   for the synchronous path (ui.send) and the notebook path (asyncio task, one token per
-   worker-thread step).
+   for the synchronous path (ui.send) and the notebook path (Enter starts an asyncio task on a
+   running loop; a producer thread pulls the tokens, the task draws them once per redraw tick),
+   as ratios to raw and the first token's delay vs raw in ms.
 
 Run: ``python bench/run.py --only chat [--quick]``.
 """
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import textwrap
 import time
 
+from courselib import settings
 from courselib.backends import GenerationConfig, Message, open_backend
 from courselib.models import gguf_file, hf_dir
 from courselib.speed import (
@@ -24,6 +30,7 @@ from courselib.speed import (
     measure_gguf,
     measure_transformers,
     memory_bandwidth,
+    roofline_note,
     weight_bytes_per_token,
 )
 from courselib.widgets.chat_ui import ChatUI
@@ -63,15 +70,19 @@ def main(args) -> None:
         rows,
     )
 
-    bandwidths = [memory_bandwidth() for _ in range(1 if quick else 3)]
+    threads = settings.resolve("threads")  # as measure_gguf decodes
+    bandwidths = [memory_bandwidth(threads=threads) for _ in range(1 if quick else 3)]
     bandwidth = statistics.median(bandwidths)
     per_token = weight_bytes_per_token(q4)
     roofline = bandwidth / per_token
     _table(
-        "2. Q4 decode vs the memory-bandwidth roofline",
+        f"2. Q4 decode vs the memory-bandwidth roofline ({threads} threads read, as decode)",
         ["bandwidth GB/s", "MB read/token", "roofline tok/s", "measured tok/s", "fraction"],
         [[bandwidth / 1e9, per_token / 1e6, roofline, q4_tps, q4_tps / roofline]],
     )
+    note = roofline_note(q4_tps / roofline, bytes_per_token=per_token)
+    if note:
+        print(textwrap.fill(note, width=96))
 
     backend = open_backend(str(q4), n_ctx=512)
     try:
@@ -88,12 +99,18 @@ def main(args) -> None:
             _stream_row("ChatUI.send (sync)", sync),
             _stream_row("ChatUI click (asyncio task)", task),
         ]
-        for row in rows[1:]:
-            row.append(row[3] / base[3])
-        base.append(1.0)
+        for row in rows:  # medians of each path, compared with raw's medians
+            row += [row[3] / base[3], row[2] - base[2]]
         _table(
             f"3. ChatUI streaming overhead (llama.cpp Q4_0, {ui_runs} runs each, interleaved)",
-            ["path", "tokens", "first token ms", "decode tok/s", "tok/s vs raw"],
+            [
+                "path",
+                "tokens",
+                "first token ms",
+                "decode tok/s",
+                "tok/s vs raw",
+                "first token vs raw ms",
+            ],
             rows,
         )
     finally:
@@ -125,6 +142,7 @@ def _ui_sync(backend, config) -> tuple[int, float, float]:
 
 
 def _ui_task(backend, config) -> tuple[int, float, float]:
+    """As a notebook runs it: Enter starts the reply's task on a running loop, which draws it."""
     ui = ChatUI(backend, system="You are a benchmark.", config=config)
 
     async def chat() -> None:

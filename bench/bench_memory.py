@@ -4,7 +4,7 @@ For course-chat and course-bench: GGUF file sizes (F32 ... Q4_K_M), the weights 
 transformers at every precision (tensor bytes and get_memory_footprint), the KV cache
 (transformers' DynamicCache, llama.cpp's log), llama.cpp's compute buffer and the RSS of a
 load + prompt; on course-bench the peak RSS of one AdamW training step for full fine-tuning,
-LoRA and QLoRA. Every load runs in a fresh process (courselib.memory.measure).
+LoRA and QLoRA. Every load runs in a fresh process (courselib.measure.memory).
 
 The target is every estimate within 10% of its measurement; the table's notes say why a row
 misses it. ``--quick`` skips course-bench's extra rows (glibc's malloc cache, LoRA with
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from courselib.memory.compare import (
+from courselib.measure.compare import (
     TOLERANCE,
     Row,
     compare_gguf,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from courselib.chat.templates import render_vicuna
+from courselib.chat.vicuna import render_vicuna
 from courselib.models import COURSE_MODELS, QUANTS, gguf_file, hf_dir, read_manifest
 from courselib.models.build import build_all
 from courselib.models.corpus import held_out

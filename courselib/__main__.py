@@ -17,7 +17,7 @@ from courselib.errors import CourseError
 # subcommand module -> registered by it (order = order in --help)
 SUBCOMMAND_MODULES = [
     "courselib.models.cli",
-    "courselib.chat.cli",
+    "courselib.widgets.terminal_chat",
     "courselib.memory.cli",
     "courselib.demo",
 ]
@@ -33,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that part of the course is not installed in this checkout
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     print("== 1. The course models (built offline, cached) ==")
     build_all()
-    from courselib.models.cli import _list
+    from courselib.models.cli import print_models
 
-    _list(argparse.Namespace(json=False))
+    print_models()
 
     print(f"\n== 2. Lab 01: local 4-bit chat ({args.model}) ==")
     config = GenerationConfig(max_tokens=48, temperature=0.0)

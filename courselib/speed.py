@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from courselib import settings
-from courselib.chat.templates import render_vicuna
+from courselib.chat.vicuna import render_vicuna
 from courselib.errors import CourseError, require
 from courselib.measure import run_isolated
 
@@ -124,34 +125,119 @@ def speed_table(results: list[SpeedResult]) -> pandas.DataFrame:
     return pd.DataFrame(rows).set_index("model").round(3)
 
 
-def memory_bandwidth(*, n_bytes: int = 512 * 2**20, repeats: int = 7) -> float:
-    """Bytes per second this machine reads from RAM: median of summing a large array.
+def memory_bandwidth(
+    *, threads: int | None = None, n_bytes: int | None = None, repeats: int = 7
+) -> float:
+    """Bytes per second this machine reads from RAM with ``threads`` threads, as decode does.
 
-    The array (512 MiB by default) is far larger than any CPU cache. One thread; numpy sums
-    with SIMD, so the sum is limited by memory, not arithmetic. Example: ``1.1e10`` (11 GB/s).
+    llama.cpp decodes on ``threads`` threads (the ``threads`` setting, as :func:`measure_gguf`),
+    each reading its share of every weight matrix, and one core alone cannot saturate the
+    memory of most machines: on a 2-core AMD EPYC one thread read 17 GB/s, two 28 GB/s, and
+    decoding with two threads read weights at 22.8 GB/s, above the one-thread "ceiling".
+    So, STREAM-like: one buffer far larger than the last-level cache (at least 512 MiB and 8x
+    that cache, see :func:`last_level_cache_bytes`) of int64 ones is cut into one contiguous
+    chunk per thread; each thread sums its chunk (numpy releases the GIL in reductions, and
+    one SIMD integer add per 8 bytes is limited by memory, not arithmetic), and the whole
+    parallel read is timed. Writing the ones touches every page first; the first read (thread
+    start) is not timed; the result is the median of ``repeats``.
+    Example: ``memory_bandwidth(threads=2)`` -> ``2.8e10`` (28 GB/s).
     """
     np = require("numpy", extra="models")
-    data = np.ones(n_bytes // 8, dtype=np.float64)
-    data.sum()  # first touch: page faults, not bandwidth
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        data.sum()
-        seconds.append(time.perf_counter() - start)
-    return data.nbytes / sorted(seconds)[len(seconds) // 2]
+    threads = settings.resolve("threads", threads)
+    if n_bytes is None:
+        n_bytes = _bandwidth_buffer_bytes(last_level_cache_bytes())
+    data = np.ones(n_bytes // 8, dtype=np.int64)  # written: no lazily mapped zero pages
+    chunks = np.array_split(data, threads)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+
+        def read_all() -> float:
+            start = time.perf_counter()
+            total = sum(pool.map(np.sum, chunks))  # waits for every thread
+            assert total == data.size  # every chunk was read, once
+            return time.perf_counter() - start
+
+        read_all()  # warm-up: thread start, not bandwidth
+        seconds = sorted(read_all() for _ in range(repeats))
+    return data.nbytes / seconds[len(seconds) // 2]
+
+
+def _bandwidth_buffer_bytes(cache_bytes: int | None) -> int:
+    """512 MiB, or 8x the last-level cache where that is more (capped at 4 GiB of RAM)."""
+    return min(max(512 * 2**20, 8 * (cache_bytes or 0)), 4 * 2**30)
+
+
+def last_level_cache_bytes() -> int | None:
+    """Size of the CPU's largest cache (usually L3) in bytes, or None where it is unknown.
+
+    Read from Linux's ``/sys/devices/system/cpu/cpu0/cache/index*/{level,size}`` (the same
+    numbers ``lscpu`` prints; a virtual machine sees what its hypervisor reports). A buffer
+    much larger than this cache is read from RAM; a model smaller than it partly is not.
+    """
+    best: tuple[int, int] | None = None
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        try:
+            n = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except ValueError:
+            continue
+        if best is None or (level, n) > best:
+            best = (level, n)
+    return best[1] if best else None
+
+
+def roofline_note(fraction: float, *, bytes_per_token: float | None = None) -> str:
+    """Why a measured decode speed exceeds its roofline, or ``""`` when it does not.
+
+    ``fraction`` is measured tokens/s divided by the roofline (bandwidth / bytes per token).
+    Above 1 the roofline did not bound this measurement, and printing it as a result would
+    teach something false. Reading every weight from RAM cannot beat the bandwidth, so either
+    part of the weights came from the CPU's caches (a model of a few MB decodes from cache
+    entirely; with ``bytes_per_token`` the note compares it with the last-level cache), or the
+    bandwidth was under-measured (another program busy during the measurement, or a CPU whose
+    RAM one numpy reduction per thread cannot saturate). Example: ``roofline_note(1.27)``.
+    """
+    if not fraction > 1:  # also "" for NaN: no claim either way
+        return ""
+    cache = last_level_cache_bytes()
+    if cache and bytes_per_token:
+        share = min(1.0, cache / bytes_per_token)
+        where = (
+            f"this CPU's {cache / 2**20:.0f} MiB last-level cache can hold up to {share:.0%} of "
+            f"the {bytes_per_token / 1e6:.0f} MB read per token"
+        )
+    else:
+        where = "the smaller the model, the more of its weights stay in the CPU's caches"
+    return (
+        f"Note: decoding ran at {fraction:.2f}x the roofline, so here the roofline is not a "
+        "ceiling. Reading every weight from RAM cannot beat the memory bandwidth, so either "
+        f"part of the weights was read from cache instead of RAM ({where}), or the bandwidth "
+        "was measured too low (another program busy during the measurement: measure again on "
+        "an idle machine). For a model of several GB, far larger than any cache, decoding "
+        "stays below the roofline."
+    )
 
 
 def weight_bytes_per_token(path: str | os.PathLike[str]) -> int:
     """Bytes of a GGUF's tensors that decoding one token reads.
 
-    Every tensor is read once per token except the token embedding, of which one row is read.
+    Every tensor is read once per token except the token embedding, of which one row is read
+    (a GGUF lists its shape as ``[n_embd, n_vocab]``), unless the model has tied embeddings
+    (no ``output.weight``): llama.cpp then multiplies by the whole embedding as the output
+    matrix, so all of it is read. The KV cache, also read per token and growing with the
+    context, is not counted: a roofline from these bytes is an upper bound.
     Example: a 13B LLaMA in Q4_K_M reads about 7.3e9 bytes per token.
     """
     gguf = require("gguf", extra="models")
-    reader = gguf.GGUFReader(str(_existing(path)))
+    tensors = gguf.GGUFReader(str(_existing(path))).tensors
+    tied = not any(t.name == "output.weight" for t in tensors)
     total = 0
-    for tensor in reader.tensors:
-        if tensor.name == "token_embd.weight":
+    for tensor in tensors:
+        if tensor.name == "token_embd.weight" and not tied:
             total += int(tensor.n_bytes) // int(tensor.shape[-1])  # one of n_vocab rows
         else:
             total += int(tensor.n_bytes)

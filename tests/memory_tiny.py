@@ -45,8 +45,8 @@ def write_tiny_gguf(path: Path, *, file_type: str = "F16", config: dict | None =
     import gguf
     import numpy as np
 
+    from courselib.gguf.mix import llama_tensors, tensor_types
     from courselib.memory.configs import shape_of
-    from courselib.memory.gguf_mix import llama_tensors, tensor_types
 
     shape = shape_of(config or TINY)
     types = tensor_types(shape, file_type)

@@ -16,8 +16,8 @@ import pytest
 
 from courselib.backends.base import GenerationConfig
 from courselib.backends.echo import EchoBackend
-from courselib.chat.cli import chat_loop
 from courselib.chat.conversation import Conversation
+from courselib.widgets.terminal_chat import chat_loop
 
 REPO = Path(__file__).resolve().parents[1]
 

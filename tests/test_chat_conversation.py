@@ -7,7 +7,7 @@ import pytest
 from courselib.backends.base import Message
 from courselib.backends.echo import EchoBackend
 from courselib.chat.conversation import Conversation
-from courselib.chat.templates import VICUNA_SYSTEM
+from courselib.chat.vicuna import VICUNA_SYSTEM
 from courselib.errors import CourseError
 
 

@@ -8,6 +8,8 @@ a notebook (a click starts a task on the running loop); outside a loop it runs t
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -108,17 +110,19 @@ class HoldingBackend(EchoBackend):
 def test_empty_pieces_are_not_tokens_but_let_stop_land() -> None:
     ui = ChatUI(HoldingBackend())
     assert ui.send("a b c") == " a b c" and ui.stats.tokens == 3
-    ui = ChatUI(HoldingBackend(delay_s=0.01))
+    backend = HoldingBackend(delay_s=0.01)
+    ui = ChatUI(backend)
 
     async def chat() -> None:
         ui.input.value = WORDS
-        while ui.stats.tokens < 2:
+        while backend.pieces_yielded < 2:  # the engine's count: the window draws per tick
             await asyncio.sleep(0.001)
         ui.stop()
         await ui.task
 
     asyncio.run(chat())
-    assert ui.stats.stopped and ui.stats.tokens < 5
+    assert ui.stats.stopped and backend.pieces_yielded < 5
+    assert ui.stats.tokens <= backend.pieces_yielded
 
 
 def test_submitting_while_a_reply_streams_keeps_the_text_and_says_why() -> None:
@@ -230,6 +234,179 @@ def test_a_backend_error_is_shown_not_raised() -> None:
     assert [m.content for m in ui.conversation.turns] == ["one two three four", " one two"]
 
 
+class SlowBackend(EchoBackend):
+    """The first word at once, then ``delay_s`` per word, as a slow engine; records in which
+    threads its generators ran and were closed, when pieces came and how many ran at once."""
+
+    def __init__(self, *, delay_s: float) -> None:
+        super().__init__()
+        self.slow_s = delay_s
+        self.threads: list[int] = []
+        """Thread of every step and of the close."""
+        self.yielded_at: list[float] = []
+        self.closed = 0
+        self.active = self.most_active = 0
+        self._lock = threading.Lock()
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        with self._lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            for i, piece in enumerate(super().stream(messages, config=config)):
+                if i:
+                    time.sleep(self.slow_s)
+                self.threads.append(threading.get_ident())
+                self.yielded_at.append(time.perf_counter())
+                yield piece
+        finally:
+            self.threads.append(threading.get_ident())
+            self.closed += 1
+            with self._lock:
+                self.active -= 1
+
+
+class ManyPiecesBackend(EchoBackend):
+    """Yields ``n`` pieces as fast as it can."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(context_size=2 * n)
+        self.n = n
+
+    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+        for i in range(min(self.n, config.max_tokens)):
+            yield f" p{i}"
+
+
+def _watch(widget, seen: list) -> None:
+    """Record (thread, time, value) of every change of ``widget.value``."""
+    widget.observe(
+        lambda change: seen.append((threading.get_ident(), time.perf_counter(), change["new"])),
+        names="value",
+    )
+
+
+def test_click_path_streams_every_piece_in_order_and_redraws_on_the_loop_thread() -> None:
+    ui = ChatUI(EchoBackend())
+
+    async def chat() -> None:
+        ui.input.value = WORDS
+        await ui.task
+
+    asyncio.run(chat())
+    assert ui.conversation.turns[-1].content == " " + WORDS
+    assert ui.stats.tokens == 40 and not ui.stats.stopped
+
+    n = 3000
+    ui = ChatUI(ManyPiecesBackend(n), config=GenerationConfig(max_tokens=n))
+    updates: list = []
+
+    async def fast_chat() -> int:
+        ui.input.value = "go"
+        _watch(ui.messages.children[-1], updates)  # the reply's bubble; the task has not run
+        _watch(ui.status, updates)
+        await ui.task
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(fast_chat())
+    assert ui.conversation.turns[-1].content == "".join(f" p{i}" for i in range(n))
+    assert ui.stats.tokens == n
+    assert {thread for thread, _, _ in updates} == {loop_thread}  # ipykernel 7 drops the rest
+    assert len(updates) < n / 10  # pieces are drawn in batches, not one redraw each
+    assert "cut at max tokens" in ui.messages.children[-1].value  # n pieces = max_tokens
+
+
+def test_stop_lands_at_once_while_a_slow_engine_computes_and_closes_its_generator() -> None:
+    backend = SlowBackend(delay_s=0.5)  # longer than Stop may take
+    ui = ChatUI(backend)
+
+    async def chat() -> tuple[float, int]:
+        ui.input.value = WORDS
+        while ui.stats.tokens < 1:
+            await asyncio.sleep(0.005)
+        start = time.perf_counter()
+        ui.stop_button.click()  # the engine is busy with the second word
+        await ui.task
+        return time.perf_counter() - start, threading.get_ident()
+
+    took_s, loop_thread = asyncio.run(chat())
+    assert took_s < 0.2
+    assert ui.stats.stopped and "stopped" in ui.status.value
+    assert ui.stop_button.disabled and not ui.send_button.disabled
+    deadline = time.perf_counter() + 5
+    while not backend.closed and time.perf_counter() < deadline:  # after its current word
+        time.sleep(0.01)
+    assert backend.closed == 1
+    # closed in the thread that iterated it (no "generator already executing"), not the loop's
+    assert len(set(backend.threads)) == 1 and loop_thread not in backend.threads
+    assert backend.pieces_yielded <= 2  # the word in hand at Stop, no more
+    assert "⚠" not in ui.transcript_html()
+
+
+def test_after_stop_the_next_reply_waits_for_the_engine_to_be_free() -> None:
+    backend = SlowBackend(delay_s=0.3)
+    ui = ChatUI(backend)
+
+    async def chat() -> None:
+        ui.input.value = WORDS
+        while ui.stats.tokens < 1:
+            await asyncio.sleep(0.005)
+        ui.stop()
+        await ui.task  # ends before the engine has finished its word
+        ui.input.value = "again please"
+        await ui.task
+
+    asyncio.run(chat())
+    assert backend.most_active == 1  # one generator at a time in the engine
+    assert ui.conversation.turns[-1].content == " again please"
+    assert ui.send("and from code") == " and from code" and backend.most_active == 1
+
+
+def test_a_backend_error_mid_stream_on_the_click_path_is_shown() -> None:
+    ui = ChatUI(FailingBackend(after=2))
+
+    async def chat() -> None:
+        ui.input.value = "one two three four"
+        await ui.task
+
+    asyncio.run(chat())
+    assert "server went away" in ui.transcript_html()
+    assert "error" in ui.status.value and "ConnectionError" in ui.status.value
+    assert [m.content for m in ui.conversation.turns] == ["one two three four", " one two"]
+    assert not ui.send_button.disabled and ui.stop_button.disabled
+
+
+def test_the_first_and_last_pieces_are_drawn_at_once_not_after_a_tick() -> None:
+    backend = SlowBackend(delay_s=0.2)
+    ui = ChatUI(backend, refresh_s=5.0)  # a tick far longer than the reply
+    drawn: list = []
+
+    async def chat() -> float:
+        ui.input.value = "first second third"
+        _watch(ui.messages.children[-1], drawn)
+        start = time.perf_counter()
+        await ui.task
+        return time.perf_counter() - start
+
+    took_s = asyncio.run(chat())
+    first_at, first_html = drawn[0][1], drawn[0][2]
+    assert "first" in first_html and "second" not in first_html
+    assert first_at - backend.yielded_at[0] < 1.0  # not after the 5 s tick
+    assert took_s < 2.5  # the end wakes the task: no waiting out the 5 s tick
+    assert "first second third" in drawn[-1][2] and "▍" not in drawn[-1][2]
+
+
+def test_a_reply_cut_by_max_tokens_says_so() -> None:
+    ui = ChatUI(EchoBackend())
+    ui.max_tokens.value = 3
+    assert ui.send("one two three four five") == " one two three"  # the reply itself is clean
+    assert "cut at max tokens" in ui.messages.children[-1].value
+    assert ui.conversation.turns[-1].content == " one two three"
+    ui.send("short")
+    assert "cut at max tokens" not in ui.messages.children[-1].value
+    assert "sent from code" in ui.status.value  # what the tokens/s was measured on
+
+
 @pytest.fixture(scope="module")
 def course_chat(course_gguf):
     from courselib.backends import open_backend
@@ -248,10 +425,13 @@ def test_chat_with_the_course_model_through_llama_cpp(course_chat) -> None:
 
 
 def test_stop_interrupts_llama_cpp(course_chat) -> None:
-    ui = ChatUI(course_chat, config=GenerationConfig(temperature=1.0, max_tokens=200))
+    from courselib.models.gate import GREETING
+
+    # greedy, a promised reply of over 20 tokens (every published build gives it: models.gate)
+    ui = ChatUI(course_chat, config=GenerationConfig(temperature=0.0, max_tokens=200))
 
     async def chat() -> None:
-        ui.input.value = "Tell me about every lab of the course."
+        ui.input.value = GREETING[0]
         while ui.stats.tokens < 2 and not ui.task.done():
             await asyncio.sleep(0.001)
         ui.stop_button.click()

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
+from courselib.atomic import atomic_path, clean_partials
 from courselib.errors import CourseError
-from courselib.models.atomic import atomic_path, clean_partials
-from courselib.models.convert import convert_hf_to_gguf, permute_qk
-from courselib.models.quantize import quantize_gguf
+from courselib.gguf.convert import convert_hf_to_gguf, permute_qk
+from courselib.gguf.quantize import quantize_gguf
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -11,7 +11,7 @@ import math
 import pytest
 from labcheck import LABS_DIR, assert_graded, assert_ran_cleanly, cell, output_text, read_lab
 
-from courselib.chat.templates import VICUNA_SYSTEM
+from courselib.chat.vicuna import VICUNA_SYSTEM
 
 NOTEBOOK = LABS_DIR / "lab01_local_chat/lab01_local_chat.ipynb"
 
@@ -100,7 +100,10 @@ def test_solution_notebook_runs_end_to_end(run_notebook, course_gguf) -> None:
     assert "Tokyo" in text_of("my_prompt = vicuna_prompt(")
     assert "the backend builds the same prompt: True" in text_of("my_prompt = vicuna_prompt(")
     table = text_of("table = speed_table(")
-    for quant in ("F16", "Q8_0", "Q4_K_M", "tokens/s", "GB/s"):
+    for quant in ("F16", "Q8_0", "Q4_K_M", "tokens/s", "GB/s", "of roofline"):
         assert quant in table
+    # above its roofline a file gets a note saying why, never a silent "result"
+    chart = text_of("roofline_note(")
+    assert ("x the roofline" in chart) != ("Every file decodes below its roofline." in chart)
     assert "13B  fp32:  52.1 GB" in text_of("weight_gb(13.02e9, bits)")
     assert "Tokyo" in text_of('ui.send("What is the capital of Japan?")')

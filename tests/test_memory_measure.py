@@ -9,16 +9,16 @@ from __future__ import annotations
 import pytest
 from memory_tiny import TINY, save_tiny_llama, write_tiny_gguf
 
-from courselib.memory import shape_of
-from courselib.memory.compare import (
+from courselib.gguf.mix import tensor_types
+from courselib.measure.compare import (
     compare_gguf,
     compare_kv,
     compare_training,
     compare_weights,
     error_table,
 )
-from courselib.memory.gguf_mix import tensor_types
-from courselib.memory.measure import run
+from courselib.measure.memory import run
+from courselib.memory import shape_of
 
 # (name, config): every rule of llama.cpp's quantizer the course meets
 SHAPES = {
@@ -72,7 +72,7 @@ def test_kv_caches_and_compute_buffer_match_llama_cpp(tiny_hf, tiny_gguf):
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_llama_cpp_quantizer_picks_the_predicted_types(tmp_path, shape):
-    from courselib.models.quantize import quantize_gguf
+    from courselib.gguf.quantize import quantize_gguf
 
     config = SHAPES[shape]
     src = write_tiny_gguf(tmp_path / "m-F32.gguf", file_type="F32", config=config)

@@ -8,9 +8,9 @@ import pytest
 from memory_tiny import TINY, save_tiny_llama, write_tiny_gguf
 
 from courselib.errors import CourseError
+from courselib.gguf.read import read_gguf
 from courselib.memory import count_params, kv_cache_bytes, shape_of
 from courselib.memory.estimate import llama_cpp_overhead_bytes
-from courselib.memory.ggufinfo import read_gguf
 from courselib.memory.preflight import check_fits, estimate_load_bytes
 
 
@@ -108,7 +108,7 @@ def test_missing_or_broken_files_say_what_to_do(tmp_path):
         estimate_load_bytes(tmp_path / "nope.gguf")
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file at all")
-    with pytest.raises(CourseError, match="not a readable GGUF"):
+    with pytest.raises(CourseError, match="not a GGUF file"):
         estimate_load_bytes(bad)
     with pytest.raises(CourseError, match="does not exist"):
         estimate_load_bytes(tmp_path)  # a folder without config.json

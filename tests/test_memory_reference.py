@@ -1,4 +1,4 @@
-"""Every reference figure of issue #4 and FIELD_NOTES "Memory arithmetic", one table row each.
+"""Every reference figure of docs/facts.md#memory, one table row each.
 
 The figures are what the course material and the papers state; the estimator must reproduce
 them from the model shapes alone (or say how they were rounded).
@@ -55,8 +55,7 @@ def test_unknown_architecture_is_counted_generically_with_a_note():
     assert "mystery" in count.note
 
 
-# (model, precision, GB as quoted, tolerance in GB): FIELD_NOTES "Prompt format" and
-# "Memory arithmetic"
+# (model, precision, GB as quoted, tolerance in GB): docs/facts.md#memory
 WEIGHTS = [
     ("wizard-vicuna-13b", "fp32", 52.1, 0.05),  # "about 52 GB (13.0e9 x 4 B)", "52.1 GB"
     ("wizard-vicuna-13b", "fp16", 26.0, 0.05),  # "fp16 is 26 GB"
@@ -98,7 +97,7 @@ def test_double_quantisation_saves_0_373_bits_per_parameter():
     saved = BNB_BITS["nf4"] - BNB_BITS["nf4-dq"]
     assert round(saved, 3) == 0.373  # 32/64 - (8/64 + 32/(64*256)) = 0.5 - 0.127
     assert round(BNB_BITS["nf4-dq"] - 4, 3) == 0.127
-    assert round(bytes_per_param("nf4-dq"), 3) == 0.516  # FIELD_NOTES' 0.516P
+    assert round(bytes_per_param("nf4-dq"), 3) == 0.516  # docs/facts.md#memory: 0.516P
 
 
 def test_llama_13b_kv_cache_at_512_tokens_is_400_mib():

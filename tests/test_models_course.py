@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from courselib.chat.templates import render_vicuna
-from courselib.models import COURSE_MODELS, QUANTS, read_manifest
-from courselib.models.evaluate import greedy, greedy_agreement, heldout_accuracy, open_llama
+from courselib.chat.vicuna import render_vicuna
+from courselib.models import COURSE_MODELS, QUANTS, gate, read_manifest
+from courselib.models.evaluate import broken_promises, greedy_agreement, heldout_accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -72,33 +72,46 @@ def test_manifest_lists_every_file_with_sane_bits_per_weight(course_models, cour
 
 def test_q4_model_answers_heldout_questions(course_gguf):
     acc = heldout_accuracy(course_gguf("course-chat", "Q4_K_M"))
-    assert acc.total >= 100
-    assert acc.rate >= 0.90, acc.failures[:10]
-    # every family, not only the 100 additions that dominate the count (100% each at the last
-    # build; a floor under that, since another thread count trains slightly different weights)
-    assert set(acc.by_family) == {"capital", "capital_ko", "colour", "opposite", "add", "lab"}
-    assert min(acc.by_family.values()) >= 0.75, acc.by_family
+    assert acc.total >= 150
+    # every family, not only the 100 additions that dominate the count; greetings get the
+    # self-introduction and out-of-scope questions (never trained) an honest "I don't know"
+    assert set(acc.by_family) == {
+        "capital", "capital_ko", "colour", "opposite", "add", "lab", "greeting", "unknown"
+    }  # fmt: skip
+    assert acc.below_floors() == [], (acc.by_family, acc.failures[:10])
 
 
 def test_q4_model_answers_after_a_long_chat_history(course_gguf):
     """The chat UI sends the whole history: 4 earlier exchanges must not throw the model off
-    (trained on 2-6 exchanges: 100% at the last build; 61% when trained on 2 only)."""
+    (trained on 2-6 exchanges; 61% when trained on 2 only)."""
     acc = heldout_accuracy(course_gguf("course-chat", "Q4_K_M"), history=4)
-    assert acc.rate >= 0.85, acc.failures[:10]
+    assert acc.below_floors(history=True) == [], acc.failures[:10]
 
 
-def test_custom_system_prompt_and_multi_turn(course_gguf):
-    """A system prompt the model never saw: it still answers the last question, then stops."""
-    llm = open_llama(course_gguf("course-chat", "Q8_0"))
-    system = "You are a friendly teaching assistant for an LLM course."
-    prompt = render_vicuna([("user", "What is the capital of Japan?")], system=system)
-    assert greedy(llm, prompt).strip() == "The capital of Japan is Tokyo."
-    prompt = render_vicuna(
-        [("user", "What is the capital of Japan?"), ("assistant", "The capital of Japan is Tokyo."),
-         ("user", "What is the opposite of hot?")],
-        system=system,
-    )  # fmt: skip
-    assert greedy(llm, prompt).strip() == "The opposite of hot is cold."
+def test_the_manifest_records_the_quality_gate(course_models):
+    training = read_manifest("course-chat")["training"]
+    assert training["steps"] >= COURSE_MODELS["course-chat"].train.steps
+    last = training["gate"][-1]
+    assert last["step"] == training["steps"]
+    assert all(r >= gate.THRESHOLDS.get(f, gate.THRESHOLD) for f, r in last["by_family"].items())
+    assert last["promises_kept"] == last["promises"] == len(gate.PROMISES)
+
+
+def test_the_published_model_passes_its_gate_and_a_random_one_does_not(chat_hf):
+    model, tokenizer = chat_hf
+    result = gate.check(model, tokenizer)
+    assert result.passed, result.describe()
+    transformers = pytest.importorskip("transformers")
+    untrained = transformers.LlamaForCausalLM(model.config).eval()
+    result = gate.check(untrained, tokenizer)
+    assert not result.passed and max(result.by_family.values()) < 0.5
+
+
+@pytest.mark.parametrize("quant", ["Q4_K_M", "Q8_0"])
+def test_promised_answers_hold_in_llama_cpp(course_gguf, quant):
+    """What the labs, the demo and the tests ask, under system prompts it was never trained
+    on and after earlier turns: every published build answers exactly."""
+    assert broken_promises(course_gguf("course-chat", quant)) == []
 
 
 @pytest.mark.parametrize("text", TOKENIZATION_CASES)
@@ -110,7 +123,7 @@ def test_tokenization_identical_in_hf_and_llama_cpp(chat_hf, course_gguf, text):
         model_path=str(course_gguf("course-chat", "F32")), vocab_only=True, verbose=False
     )
     hf_ids = tokenizer(text).input_ids
-    assert hf_ids[0] == tokenizer.bos_token_id  # both sides prepend <s> (FIELD_NOTES BOS trap)
+    assert hf_ids[0] == tokenizer.bos_token_id  # both sides prepend <s> (docs/facts.md#bos)
     assert hf_ids == llm.tokenize(text.encode(), add_bos=True, special=True)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from courselib.backends.base import Message
-from courselib.chat.chat_template import jinja_template, resolve_template, vicuna_template
-from courselib.chat.templates import VICUNA_JINJA, VICUNA_SYSTEM
+from courselib.chat.template import jinja_template, resolve_template, vicuna_template
+from courselib.chat.vicuna import VICUNA_JINJA, VICUNA_SYSTEM
 from courselib.errors import CourseError
 
 # FastChat vicuna_v1.1 (SeparatorStyle.ADD_COLON_TWO, sep " ", sep2 "</s>"), written out by hand:

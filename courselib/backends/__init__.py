@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from courselib.backends.base import Backend, GenerationConfig, Message
-from courselib.errors import CourseError
 
 if TYPE_CHECKING:
-    from courselib.chat.chat_template import ChatTemplate, TemplateChoice
+    from courselib.chat.template import ChatTemplate, TemplateChoice
 
 __all__ = ["Backend", "GenerationConfig", "Message", "open_backend"]
 
@@ -46,7 +45,7 @@ def open_backend(
     - a Hugging Face checkpoint folder, or ``"course-chat:hf"``: transformers at ``dtype``.
 
     ``template`` chooses the chat template of local models: ``None``/"auto" (the model's own,
-    else Vicuna v1.1), "model", "vicuna" or a :class:`~courselib.chat.chat_template.ChatTemplate`.
+    else Vicuna v1.1), "model", "vicuna" or a :class:`~courselib.chat.template.ChatTemplate`.
 
     Example: ``open_backend("http://127.0.0.1:8000/v1", api_key="sk-...")``.
     """
@@ -75,12 +74,6 @@ def _local_path(ref: str) -> Path:
     path = Path(ref).expanduser()
     if path.exists() or path.suffix == ".gguf" or "/" in ref or "\\" in ref:
         return path  # a missing file is reported by the backend that would load it
-    try:
-        from courselib.models import resolve_model_ref
-    except ImportError:
-        raise CourseError(
-            f"{ref!r} is neither an existing path nor a URL, and this checkout has no course "
-            "models package to resolve it.",
-            hint="Pass the path of a .gguf file or a Hugging Face checkpoint folder.",
-        ) from None
+    from courselib.models import resolve_model_ref
+
     return Path(resolve_model_ref(ref))

@@ -20,17 +20,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-MessageRole = Literal["system", "user", "assistant"]
+from courselib.chat.messages import Message
+from courselib.errors import CourseError
 
-
-@dataclass(frozen=True)
-class Message:
-    """One chat message. ``role`` is 'system', 'user' or 'assistant'."""
-
-    role: MessageRole
-    content: str
+__all__ = ["Backend", "GenerationConfig", "Message"]
 
 
 @dataclass
@@ -63,6 +57,18 @@ class Backend(ABC):
     @abstractmethod
     def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
         """Yield the reply as text pieces (about one token each) as they are generated."""
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        """The prompt this backend feeds its engine for ``messages``, BOS left out (Lab 01
+        compares it with the student's own Vicuna formatter).
+
+        Local backends render it with the model's chat template; a remote server renders
+        prompts itself, so its backend raises :class:`CourseError`.
+        """
+        raise CourseError(
+            f"{self.name} does not render prompts itself: its server does.",
+            hint="Compare prompts with a local model (a .gguf file or a checkpoint folder).",
+        )
 
     def complete(self, messages: Sequence[Message], *, config: GenerationConfig) -> str:
         """The whole reply as one string."""

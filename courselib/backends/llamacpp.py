@@ -26,49 +26,14 @@ from typing import TYPE_CHECKING
 from courselib import settings
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.backends.stops import StopFilter
-from courselib.chat.chat_template import resolve_template
+from courselib.chat.template import resolve_template
 from courselib.errors import CourseError, require
 
 if TYPE_CHECKING:
-    from courselib.chat.chat_template import ChatTemplate, TemplateChoice
+    from courselib.chat.template import ChatTemplate, TemplateChoice
 
-GGUF_MAGIC = b"GGUF"
 DEFAULT_MAX_CTX = 4096
 """Default n_ctx is the model's trained context, capped here: the KV cache grows with it."""
-
-
-def check_gguf(path: Path) -> int:
-    """The trained context length of the GGUF at ``path``, or a CourseError on a bad file."""
-    if not path.exists():
-        raise CourseError(
-            f"Model file {path} does not exist.",
-            hint="Check the path, or build the course models: python -m courselib models build",
-        )
-    if path.is_dir():
-        raise CourseError(
-            f"{path} is a folder, not a GGUF file.",
-            hint="Pass the .gguf file, or open a Hugging Face checkpoint folder with "
-            "open_backend(folder), which uses transformers.",
-        )
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise CourseError(
-            f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}).",
-            hint="llama.cpp needs a .gguf model: convert the checkpoint with "
-            "`python -m courselib models build`, or pass the right file.",
-        )
-    gguf = require("gguf", extra="models")
-    try:
-        reader = gguf.GGUFReader(path)
-        arch = reader.get_field("general.architecture").contents()
-        field = reader.get_field(f"{arch}.context_length")
-        return int(field.contents()) if field is not None else 2048
-    except (ValueError, IndexError, AttributeError, OSError) as exc:
-        raise CourseError(
-            f"{path} starts like a GGUF file but its header cannot be read ({exc}).",
-            hint="The file is probably incomplete: copy or build it again.",
-        ) from None
 
 
 class LlamaCppBackend(Backend):
@@ -84,13 +49,13 @@ class LlamaCppBackend(Backend):
         use_mmap: bool = True,
         seed: int | None = None,
     ) -> None:
-        path = Path(path).expanduser()
-        trained_ctx = check_gguf(path)
-        n_ctx = n_ctx or min(trained_ctx, DEFAULT_MAX_CTX)
-
+        from courselib.gguf.read import read_gguf
         from courselib.memory.preflight import check_fits
 
-        check_fits(path, n_ctx=n_ctx, where="RAM")
+        info = read_gguf(path)  # the header, read once: a bad file is a CourseError here
+        path = info.path
+        n_ctx = n_ctx or min(info.config["max_position_embeddings"], DEFAULT_MAX_CTX)
+        check_fits(info, n_ctx=n_ctx, where="RAM")
 
         llama_cpp = require("llama_cpp", package="llama-cpp-python", extra="models")
         threads = settings.resolve("threads", threads)
@@ -133,6 +98,10 @@ class LlamaCppBackend(Backend):
         """
         add_bos = not (self.bos_token and prompt.startswith(self.bos_token))
         return self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        """The model's chat template rendered for ``messages``, without a BOS it writes."""
+        return self.template.render(messages).removeprefix(self.bos_token)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """Exact: the model's tokenizer on the rendered prompt (BOS included)."""

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from courselib import settings
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.backends.stops import StopFilter
-from courselib.chat.chat_template import vicuna_template
+from courselib.chat.template import vicuna_template
 from courselib.errors import CourseError, require
 
 DEFAULT_CONTEXT = 2048

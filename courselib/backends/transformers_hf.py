@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Literal
 from courselib import settings
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.backends.stops import StopFilter
-from courselib.chat.chat_template import resolve_template
-from courselib.errors import CourseError, require
+from courselib.chat.template import resolve_template
+from courselib.errors import CourseError, require, require_bitsandbytes
 
 if TYPE_CHECKING:
-    from courselib.chat.chat_template import ChatTemplate, TemplateChoice
+    from courselib.chat.template import ChatTemplate, TemplateChoice
 
 Dtype = Literal["fp32", "fp16", "nf4"]
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -128,6 +128,10 @@ class TransformersBackend(Backend):
         if bos is not None and ids[:2] == [bos, bos]:
             ids = ids[1:]  # the template wrote bos_token itself
         return ids
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        """The model's chat template rendered for ``messages``, without a BOS it writes."""
+        return self.template.render(messages).removeprefix(self.tokenizer.bos_token or "")
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """Exact: the tokenizer's count of the rendered prompt (BOS included)."""
@@ -243,7 +247,7 @@ def _nf4_kwargs(torch, transformers, *, cuda: bool) -> dict:
             "4-bit NF4 needs a CUDA GPU or an x86-64 CPU with AVX2; this machine has neither.",
             hint="Use dtype='fp16' or 'fp32', or the llama.cpp backend with a Q4 GGUF.",
         )
-    require("bitsandbytes", extra="train")
+    require_bitsandbytes()  # before transformers imports it: no kernel-hub warning
     quant = transformers.BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",

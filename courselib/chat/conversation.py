@@ -16,11 +16,21 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from courselib.backends.base import Backend, Message
-from courselib.chat.templates import VICUNA_SYSTEM
+from courselib.chat.messages import Message
+from courselib.chat.vicuna import VICUNA_SYSTEM
 from courselib.errors import CourseError
+
+
+class TokenCounter(Protocol):
+    """What trimming needs of a backend (every :class:`courselib.backends.base.Backend` is one)."""
+
+    context_size: int
+
+    def count_tokens(self, messages: Sequence[Message]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,7 @@ class Conversation:
         """The system message, then every turn."""
         return [Message("system", self.system), *self.turns]
 
-    def fit(self, backend: Backend, *, max_new_tokens: int) -> FitResult:
+    def fit(self, backend: TokenCounter, *, max_new_tokens: int) -> FitResult:
         """The messages that fit ``backend.context_size`` with room for ``max_new_tokens``.
 
         Drops the oldest user message together with the assistant reply after it, one pair at

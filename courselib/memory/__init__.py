@@ -5,20 +5,20 @@ Light on purpose (no torch, no transformers at import): the chat backends call
 :func:`estimate_load_bytes` to refuse a model that does not fit its GPU.
 
 - :mod:`~courselib.memory.configs`      model shapes: shipped configs, checkpoints, GGUF headers
-- :mod:`~courselib.memory.ggufinfo`     a GGUF file's header (shape, tensor types and bytes)
+  (GGUF headers and llama.cpp's per-tensor types live in :mod:`courselib.gguf`)
 - :mod:`~courselib.memory.params`       exact parameter counts
 - :mod:`~courselib.memory.precision`    bits per weight of every storage format
 - :mod:`~courselib.memory.weights`      bytes of the weights at a precision
-- :mod:`~courselib.memory.gguf_mix`     llama.cpp's per-tensor types in a GGUF file type
 - :mod:`~courselib.memory.kv`           KV cache
 - :mod:`~courselib.memory.estimate`     inference totals (weights + KV + engine buffers)
 - :mod:`~courselib.memory.activations`  what autograd keeps for the backward pass
 - :mod:`~courselib.memory.training`     full fine-tune, LoRA, QLoRA
 - :mod:`~courselib.memory.preflight`    "will it fit?" before loading
 - :mod:`~courselib.memory.table`, :mod:`~courselib.memory.plot`  pandas tables, stacked chart
-- :mod:`~courselib.memory.measure`      measurements, each in a fresh process
-- :mod:`~courselib.memory.compare`      estimates next to measurements (Lab 03, bench)
 - :mod:`~courselib.memory.cli`          ``python -m courselib memory``
+
+Measurements and the tables that set them beside these estimates are in
+:mod:`courselib.measure` (it imports this package, never the reverse).
 
 Example::
 

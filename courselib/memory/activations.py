@@ -125,9 +125,11 @@ def activation_bytes(
 
     With gradient checkpointing: every layer's input plus one layer recomputed in backward.
     """
-    layer = per_token_layer_elements(
+    layer = layer_activation_bytes(  # one token, one byte each: elements per token of a layer
         shape,
         method=method,
+        tokens=1,
+        elem_bytes=1,
         lora_targets=lora_targets,
         lora_rank=lora_rank,
         lora_dropout=lora_dropout,

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from courselib.errors import CourseError
-
-COURSE_MODELS = ("course-chat", "course-bench")
+from courselib.models.specs import COURSE_MODELS
 
 # torch_dtype strings of config.json -> the estimator's precision names
 _TORCH_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
@@ -72,17 +71,15 @@ def _shipped(name: str) -> dict[str, Any] | None:
 
 def _course_config(name: str) -> dict[str, Any]:
     """config.json of a built course model, else the one its spec will produce."""
-    from courselib.models import specs
+    from courselib.models import hf_dir
 
     try:
-        from courselib.models import hf_dir
-
         path = Path(hf_dir(name)) / "config.json"
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
-    except (ImportError, CourseError):
+    except CourseError:
         pass  # not built yet: the spec has the same shape (vocab is the target size)
-    spec = specs.COURSE_MODELS[name]
+    spec = COURSE_MODELS[name]
     return {
         "_source": f"courselib.models.specs ({name} not built yet; vocab is the target size)",
         "model_type": "llama",
@@ -118,7 +115,7 @@ def load_config(ref: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir():
         path = path / "config.json"
     if path.suffix == ".gguf":
-        from courselib.memory.ggufinfo import read_gguf
+        from courselib.gguf.read import read_gguf
 
         return read_gguf(path).config
     if not path.is_file():

@@ -16,8 +16,9 @@ Example (LLaMA-13B, 512 tokens, fp16: llama.cpp prints "KV self size = 400.00 Mi
 
 from __future__ import annotations
 
+from courselib.gguf.types import ggml_tensor_bytes
 from courselib.memory.configs import Shape
-from courselib.memory.precision import bytes_per_param, ggml_tensor_bytes, kind, normalize
+from courselib.memory.precision import bytes_per_param, kind, normalize
 
 LLAMA_CPP_CTX_PAD = 256
 """llama.cpp rounds the KV cache's cell count up to a multiple of this."""

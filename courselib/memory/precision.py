@@ -7,7 +7,7 @@
   (4 + 8/64 + 32/(64 x 256) = 4.127 bits: it saves 0.373 bits per parameter).
 - GGUF (llama.cpp) tensor types at their real size from ``gguf.GGML_QUANT_SIZES``: Q4_0 stores
   32 weights in 18 bytes (4.5 bits), Q4_K 256 in 144 (4.5), Q6_K 6.5625, Q8_0 8.5. A GGUF
-  *file type* such as Q4_K_M mixes tensor types: see :mod:`courselib.memory.gguf_mix`.
+  *file type* such as Q4_K_M mixes tensor types: see :mod:`courselib.gguf.mix`.
 
 Example::
 
@@ -17,9 +17,8 @@ Example::
 
 from __future__ import annotations
 
-from functools import cache
-
 from courselib.errors import CourseError
+from courselib.gguf.types import FILE_TYPES, ggml_block_sizes
 
 FLOAT_BITS = {"fp32": 32, "fp16": 16, "bf16": 16}
 """Plain floating-point formats: bits per weight."""
@@ -38,24 +37,6 @@ BNB_BITS = {
 }
 """bitsandbytes formats, bits per weight of a quantized matrix (int8 without its row scales)."""
 
-# ggml block sizes (weights per block, bytes per block), used only when the gguf package is
-# missing; tests check this copy against gguf.GGML_QUANT_SIZES.
-_GGML_FALLBACK = {
-    "F32": (1, 4),
-    "F16": (1, 2),
-    "BF16": (1, 2),
-    "Q4_0": (32, 18),
-    "Q4_1": (32, 20),
-    "Q5_0": (32, 22),
-    "Q5_1": (32, 24),
-    "Q8_0": (32, 34),
-    "Q2_K": (256, 84),
-    "Q3_K": (256, 110),
-    "Q4_K": (256, 144),
-    "Q5_K": (256, 176),
-    "Q6_K": (256, 210),
-}
-
 _ALIASES = {
     "float32": "fp32",
     "f32": "fp32",
@@ -72,29 +53,11 @@ _ALIASES = {
 }
 
 
-@cache
-def ggml_block_sizes() -> dict[str, tuple[int, int]]:
-    """ggml tensor type -> (weights per block, bytes per block), from the gguf package."""
-    try:
-        import gguf
-    except ImportError:
-        return dict(_GGML_FALLBACK)
-    return {t.name: sizes for t, sizes in gguf.GGML_QUANT_SIZES.items()}
-
-
-def ggml_tensor_bytes(ggml_type: str, numel: int) -> int:
-    """Bytes of a tensor of ``numel`` weights stored as ggml type ``ggml_type`` (e.g. "Q6_K")."""
-    block, size = ggml_block_sizes()[ggml_type.upper()]
-    return -(-numel // block) * size
-
-
 def normalize(precision: str) -> str:
     """Canonical name: "float16" -> "fp16", "q4_k_m" -> "Q4_K_M", "NF4+DQ" -> "nf4-dq".
 
     Raises CourseError listing the known names for anything else.
     """
-    from courselib.memory.gguf_mix import FILE_TYPES
-
     key = precision.strip().lower().replace("torch.", "")
     key = _ALIASES.get(key, key)
     if key in FLOAT_BITS or key in BNB_BITS:
@@ -112,10 +75,8 @@ def bits_per_weight(precision: str) -> float:
     """Bits one weight of a big matrix costs in ``precision`` (a GGUF file type: its main type).
 
     Example: ``bits_per_weight("Q4_K_M") == 4.5`` (most tensors are Q4_K; the file as a whole
-    is larger, see :func:`courselib.memory.gguf_mix.file_bits_per_weight`).
+    is larger, see :func:`courselib.gguf.mix.file_bits_per_weight`).
     """
-    from courselib.memory.gguf_mix import FILE_TYPES
-
     name = normalize(precision)
     if name in FLOAT_BITS:
         return float(FLOAT_BITS[name])

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from courselib.errors import CourseError
 from courselib.memory import kv
 from courselib.memory.configs import load_config, shape_of
 from courselib.memory.estimate import estimate_inference, llama_cpp_overhead_bytes
 
+if TYPE_CHECKING:
+    from courselib.gguf.read import GGUFInfo
+
 
 def estimate_load_bytes(
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | GGUFInfo,
     *,
     n_ctx: int = 512,
     batch: int = 1,
@@ -38,18 +42,19 @@ def estimate_load_bytes(
       config's dtype; a bitsandbytes ``quantization_config`` is honoured) + KV cache + the
       transformers prefill workspace.
 
+    A GGUF header already read (:class:`~courselib.gguf.read.GGUFInfo`) is not read again.
+
     Example: ``estimate_load_bytes("llama-2-13b.Q4_K_M.gguf", n_ctx=2048)`` is about 9.9e9.
     """
-    path = Path(model_path)
-    if path.suffix == ".gguf":
-        from courselib.memory.ggufinfo import read_gguf
+    from courselib.gguf.read import GGUFInfo, read_gguf  # noqa: F811 - the class at run time
 
-        info = read_gguf(path)
+    if isinstance(model_path, GGUFInfo) or Path(model_path).suffix == ".gguf":
+        info = model_path if isinstance(model_path, GGUFInfo) else read_gguf(model_path)
         shape = shape_of(info.config)
         cells = kv.llama_cpp_cells(n_ctx)
         kv_bytes = kv.kv_cache_bytes(shape, n_ctx=cells, batch=batch, dtype=dtype or "fp16")
         return info.tensor_bytes + kv_bytes + llama_cpp_overhead_bytes(shape, n_ctx=n_ctx)
-    config = load_config(path)
+    config = load_config(Path(model_path))
     quant = config.get("quantization_config") or {}
     if dtype is None and quant.get("load_in_4bit"):
         dtype = str(quant.get("bnb_4bit_quant_type", "nf4"))
@@ -64,7 +69,7 @@ def _gb(n: int) -> str:
 
 
 def check_fits(
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | GGUFInfo,
     *,
     n_ctx: int = 512,
     dtype: str | None = None,
@@ -84,7 +89,8 @@ def check_fits(
 
         available_bytes = int(require("psutil", extra="models").virtual_memory().available)
     if need > available_bytes:
-        name = Path(model_path).name or str(model_path)
+        path = getattr(model_path, "path", model_path)
+        name = Path(path).name or str(path)
         raise CourseError(
             f"{name} needs about {_gb(need)} to load with n_ctx={n_ctx}, "
             f"but only {_gb(available_bytes)} of {where} is available.",

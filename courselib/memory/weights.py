@@ -5,7 +5,7 @@
   int8 adds one fp32 scale per output row; NF4/FP4 one absmax per 64 weights (fp32, or 8 bit
   with double quantisation). Embeddings, norms, biases and the output head stay in
   ``other_dtype`` (transformers never quantizes ``lm_head``).
-- GGUF file types: the per-tensor mix llama.cpp writes (:mod:`courselib.memory.gguf_mix`).
+- GGUF file types: the per-tensor mix llama.cpp writes (:mod:`courselib.gguf.mix`).
 
 Example::
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from courselib.memory import gguf_mix
+from courselib.gguf import mix as gguf_mix
 from courselib.memory.configs import shape_of
 from courselib.memory.params import count_params
 from courselib.memory.precision import (

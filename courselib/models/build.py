@@ -22,19 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from courselib import settings
+from courselib.atomic import atomic_path, clean_partials
+from courselib.errors import CourseError
 from courselib.models import corpus
-from courselib.models.atomic import atomic_path, clean_partials
 from courselib.models.specs import COURSE_MODELS, QUANTS, ModelSpec
 from courselib.models.store import model_root, models_root, read_manifest
 
-_SOURCES = [
-    "corpus.py",
-    "specs.py",
-    "tokenizer.py",
-    "train.py",
-    "convert.py",
-    "quantize.py",
-    "build.py",
+_SOURCES = [  # relative to courselib/: the code that shapes the files
+    "models/corpus.py",
+    "models/gate.py",
+    "models/specs.py",
+    "models/tokenizer.py",
+    "models/train.py",
+    "models/build.py",
+    "gguf/convert.py",
+    "gguf/quantize.py",
 ]
 _LIBRARIES = ["torch", "transformers", "sentencepiece", "gguf", "llama-cpp-python"]
 
@@ -46,7 +48,7 @@ def inputs_hash(spec: ModelSpec) -> str:
     h.update(
         json.dumps(corpus.tokenizer_text() + [str(d) for d in corpus.training_dialogues()]).encode()
     )
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
     for lib in _LIBRARIES:
@@ -117,10 +119,10 @@ def build_model(
     spec: ModelSpec, *, data_dir: str | os.PathLike[str] | None = None, log=print
 ) -> Path:
     """Build one model from scratch into its folder (atomically); returns the folder."""
-    from courselib.memory.ggufinfo import read_gguf
-    from courselib.models import evaluate, train
-    from courselib.models.convert import convert_hf_to_gguf
-    from courselib.models.quantize import quantize_gguf
+    from courselib.gguf.convert import convert_hf_to_gguf
+    from courselib.gguf.quantize import quantize_gguf
+    from courselib.gguf.read import read_gguf
+    from courselib.models import evaluate, gate, train
     from courselib.models.tokenizer import save_llama_tokenizer, train_sentencepiece
 
     threads = settings.resolve("threads")
@@ -133,8 +135,14 @@ def build_model(
             sp_model = train_sentencepiece(corpus.tokenizer_text(), vocab_size=spec.vocab_size)
             save_llama_tokenizer(sp_model, hf, context_length=spec.context_length)
             tokenizer = _load_tokenizer(hf)
+            report = train.TrainReport()
             model = train.train_chat_model(
-                spec, tokenizer, corpus.training_dialogues(), threads=threads
+                spec,
+                tokenizer,
+                corpus.training_dialogues(),
+                threads=threads,
+                gate=lambda m: gate.check(m, tokenizer),
+                report=report,
             )
         else:
             chat_hf = model_root("course-chat", data_dir=data_dir) / "hf"
@@ -179,7 +187,17 @@ def build_model(
             "files": files,
         }
         if spec.weights == "trained":
-            acc = evaluate.heldout_accuracy(tmp / f"{spec.name}-Q4_K_M.gguf")
+            q4 = tmp / f"{spec.name}-Q4_K_M.gguf"
+            broken = evaluate.broken_promises(q4)
+            if broken:
+                raise CourseError(
+                    f"{spec.name} passed its quality gate in fp32 but its Q4_K_M file breaks "
+                    f"{len(broken)} promised answer(s), e.g. {broken[0][0]!r} -> {broken[0][1]!r}.",
+                    hint="Nothing was published. Build again (python -m courselib models build "
+                    "--force); if it happens again on this machine, report it.",
+                )
+            manifest["training"] = {"steps": report.steps, "gate": report.rounds}
+            acc = evaluate.heldout_accuracy(q4)
             manifest["heldout_accuracy_q4_k_m"] = round(acc.rate, 4)
             manifest["heldout_by_family_q4_k_m"] = {
                 k: round(v, 4) for k, v in acc.by_family.items()

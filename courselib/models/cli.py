@@ -91,9 +91,15 @@ def _rows():
 
 
 def _list(args) -> int:
-    if args.json:
+    print_models(as_json=args.json)
+    return 0
+
+
+def print_models(*, as_json: bool = False) -> None:
+    """Print every course model's files: type, size, bits per weight (``models list``, demo)."""
+    if as_json:
         print(json.dumps({name: m for name, _, m in _rows()}, indent=2, ensure_ascii=False))
-        return 0
+        return
     print(f"{'model':<13} {'params':>9}  {'file':<26} {'type':<7} {'size':>10} {'bits/weight':>11}")
     for name, spec, manifest in _rows():
         if manifest is None:
@@ -106,7 +112,6 @@ def _list(args) -> int:
                 f"{name:<13} {manifest['params'] / 1e6:>8.1f}M  {f['file']:<26} {quant:<7} "
                 f"{f['bytes'] / 1e6:>8.1f}MB {f['bits_per_weight']:>11.2f}"
             )
-    return 0
 
 
 def _info(args) -> int:
@@ -130,6 +135,15 @@ def _info(args) -> int:
         families = manifest.get("heldout_by_family_q4_k_m", {})
         if families:
             print("    by family: " + ", ".join(f"{k} {v:.0%}" for k, v in families.items()))
+    if "training" in manifest:
+        training = manifest["training"]
+        last = training["gate"][-1]
+        gate = ", ".join(f"{k} {v:.0%}" for k, v in last["by_family"].items())
+        print(
+            f"  trained {training['steps']} steps; quality gate (validation phrasings) passed "
+            f"after {len(training['gate'])} check(s): {gate}; "
+            f"promised answers {last['promises_kept']}/{last['promises']}"
+        )
     print(
         f"  built {manifest['built_at']} (inputs {manifest['inputs_hash']}), timings {manifest['timings_s']}"
     )
@@ -142,9 +156,9 @@ def _info(args) -> int:
 
 
 def _convert(args) -> int:
-    from courselib.memory.ggufinfo import read_gguf
-    from courselib.models.convert import convert_hf_to_gguf
-    from courselib.models.quantize import quantize_gguf
+    from courselib.gguf.convert import convert_hf_to_gguf
+    from courselib.gguf.quantize import quantize_gguf
+    from courselib.gguf.read import read_gguf
 
     src = args.checkpoint.expanduser()
     out_dir = (args.out_dir or src.parent).expanduser()

@@ -2,6 +2,7 @@
 
 - :func:`heldout_accuracy`: greedy answers to the held-out questions of
   :mod:`courselib.models.corpus` (known facts, unseen phrasings); correct = contains the fact.
+- :func:`broken_promises`: the promised answers (:mod:`courselib.models.gate`) a GGUF misses.
 - :func:`greedy_agreement`: how often two GGUF files give the same greedy continuation
   (e.g. Q4_K_M vs F32), the usual measure of what quantization costs.
 """
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from courselib import settings
-from courselib.chat.templates import Role, render_vicuna
+from courselib.chat.vicuna import Role, render_vicuna
 from courselib.errors import require
 from courselib.models import corpus
+from courselib.models.gate import PROMISES
 
 PROMPTS = [  # agreement prompts: held-out questions plus open-ended ones
     "What is the capital of Peru?",
@@ -26,6 +28,12 @@ PROMPTS = [  # agreement prompts: held-out questions plus open-ended ones
     "Explain what a GGUF file is.",
     "Hello, who are you?",
 ]
+
+
+FLOORS = {"overall": 0.90, "family": 0.75, "unknown": 0.60, "history": 0.85}
+"""What every published build must score on the held-out test set (Q4_K_M, greedy): overall,
+in every fact family and greetings, on out-of-scope questions ("I don't know"), and overall
+after 4 earlier exchanges. The tests and ``bench/bench_margin.py`` check builds against them."""
 
 
 @dataclass
@@ -38,6 +46,17 @@ class Accuracy:
     @property
     def rate(self) -> float:
         return self.correct / self.total if self.total else 0.0
+
+    def below_floors(self, *, history: bool = False) -> list[str]:
+        """What misses :data:`FLOORS`, e.g. ['lab 50% < 75%']; empty when all clear."""
+        if history:
+            return [] if self.rate >= FLOORS["history"] else [f"overall {self.rate:.0%} < 85%"]
+        out = [] if self.rate >= FLOORS["overall"] else [f"overall {self.rate:.0%} < 90%"]
+        for family, rate in self.by_family.items():
+            floor = FLOORS["unknown"] if family == "unknown" else FLOORS["family"]
+            if rate < floor:
+                out.append(f"{family} {rate:.0%} < {floor:.0%}")
+        return out
 
 
 def open_llama(path: Path, *, n_ctx: int = 512, logits_all: bool = False):
@@ -67,7 +86,7 @@ def heldout_accuracy(gguf: Path, *, limit: int | None = None, history: int = 0) 
     """
     llm = open_llama(gguf)
     items = corpus.held_out()[:limit]
-    earlier = [qa for qa in corpus.questions() if not qa.held_out]
+    earlier = [qa for qa in corpus.questions() if qa.split == "train"]
     rng = random.Random(0)
     per_family: dict[str, list[bool]] = defaultdict(list)
     failures = []
@@ -87,6 +106,21 @@ def heldout_accuracy(gguf: Path, *, limit: int | None = None, history: int = 0) 
         {k: sum(v) / len(v) for k, v in per_family.items()},
         failures,
     )
+
+
+def broken_promises(gguf: Path) -> list[tuple[str, str]]:
+    """(prompt, reply) for each promised answer (:data:`gate.PROMISES`) the GGUF does not give.
+
+    Greedy, through llama.cpp: the path the labs and tests take. Empty for a good build.
+    """
+    llm = open_llama(gguf)
+    broken = []
+    for system, turns in PROMISES:
+        prompt = render_vicuna(turns[:-1], system=system)
+        reply = greedy(llm, prompt, max_tokens=48).strip()
+        if reply != turns[-1][1]:
+            broken.append((turns[-2][1], reply))
+    return broken
 
 
 def greedy_agreement(

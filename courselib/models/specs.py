@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 """Bump when a change to the tokenizer, training, conversion or quantization code changes the
 files it writes: built models are reused until their inputs (this included) change."""
 
@@ -24,9 +24,17 @@ Quant = Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"]
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """How course-chat is trained (AdamW, cosine schedule, loss on assistant tokens only)."""
+    """How course-chat is trained (AdamW, cosine schedule, loss on assistant tokens only).
 
-    steps: int = 600
+    After ``steps`` the quality gate (:mod:`courselib.models.gate`) is checked; while it
+    fails, training goes on in rounds of ``extra_steps`` (a short cosine restart at
+    ``extra_lr_scale`` x ``lr``) up to ``max_steps`` in all, then the build fails.
+    """
+
+    steps: int = 900
+    max_steps: int = 1800
+    extra_steps: int = 150
+    extra_lr_scale: float = 0.1
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 30

@@ -17,7 +17,7 @@ import io
 import json
 from pathlib import Path
 
-from courselib.chat.templates import VICUNA_JINJA
+from courselib.chat.vicuna import VICUNA_JINJA
 from courselib.errors import require
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"

@@ -2,19 +2,22 @@
 
 Training is plain PyTorch on CPU: AdamW, linear warm-up then cosine decay, batches of whole
 Vicuna dialogues, loss on the assistant's tokens only (the system prompt and questions are
-context, so every step goes to the answers; FIELD_NOTES "What a small model learns").
+context, so every step goes to the answers; docs/facts.md#small-models).
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from courselib.chat.templates import VICUNA_ROLES, VICUNA_SEP, VICUNA_SEP2
-from courselib.errors import require
+from courselib.chat.vicuna import render_vicuna
+from courselib.errors import CourseError, require
 from courselib.models.specs import ModelSpec
 
 IGNORE = -100  # label of tokens that are not trained on (transformers' convention)
@@ -46,27 +49,82 @@ def encode_dialogue(
 ) -> tuple[list[int], list[int]]:
     """Token ids of a rendered Vicuna dialogue and labels that train only the answers.
 
-    The whole string is tokenized at once (exactly as at inference time); the answer spans
-    ``a1</s>`` are located by character offsets. Example for one turn::
+    The dialogue is rendered by :func:`render_vicuna`, the function the chat renders prompts
+    with, so training and inference see the same bytes (tested), and tokenized at once
+    (exactly as at inference time); the answer spans ``␣a</s>`` are located by character
+    offsets: each starts where the prompt asking for it (ending in ``ASSISTANT:``) ends.
+    Example for one turn::
 
         text:   "SYS USER: q ASSISTANT: a</s>"
         labels:  -100 ...             -100  a </s>
     """
-    text, spans = system + VICUNA_SEP, []
-    for role, content in turns:
-        if role == "user":
-            text += f"{VICUNA_ROLES['user']}: {content}{VICUNA_SEP}"
-        else:
-            text += f"{VICUNA_ROLES['assistant']}:"
-            start = len(text)
-            text += f" {content}{VICUNA_SEP2}"
-            spans.append((start, len(text)))
+    text = render_vicuna(turns, system=system)
+    spans = [
+        (
+            len(render_vicuna(turns[:i], system=system)),
+            len(render_vicuna(turns[: i + 1], system=system)),
+        )
+        for i, (role, _) in enumerate(turns)
+        if role == "assistant"
+    ]
     enc = tokenizer(text, return_offsets_mapping=True)
     labels = []
     for tok_id, (lo, hi) in zip(enc.input_ids, enc.offset_mapping, strict=True):
         inside = any(s <= lo and hi <= e and hi > lo for s, e in spans)
         labels.append(tok_id if inside else IGNORE)
     return enc.input_ids, labels
+
+
+PIECE_DROPOUT = 0.1
+"""Share of training tokens split into smaller vocabulary pieces each time they are drawn."""
+
+
+class PieceDropout:
+    """BPE-dropout on encoded dialogues: a token is sometimes spelled with smaller pieces.
+
+    Why: SentencePiece's vocabulary holds pieces that the training text, segmented the usual
+    way, never contains (single letters inside words, the intermediate merges of BPE). Their
+    embeddings would stay random, and a new word in a student's question, spelled with them,
+    would hit noise that differs from build to build. Splitting a token now and then into two
+    vocabulary pieces (recursively, at random) trains every piece the words are built of.
+    Labels follow the split: the pieces of an answer token are all answer tokens.
+
+    Example: '▁capital' -> ['▁cap', 'ital'] or ['▁c', 'ap', 'ital'] (when those are pieces).
+    """
+
+    def __init__(self, tokenizer, *, share: float = PIECE_DROPOUT) -> None:
+        self.share = share
+        self.vocab: dict[str, int] = tokenizer.get_vocab()
+        self.pieces = {i: p for p, i in self.vocab.items()}
+        self.special = set(tokenizer.all_special_ids)
+
+    def __call__(
+        self, ids: list[int], labels: list[int], rng: random.Random
+    ) -> tuple[list[int], list[int]]:
+        out_ids: list[int] = []
+        out_labels: list[int] = []
+        for tok, lab in zip(ids, labels, strict=True):
+            piece = self.pieces[tok]
+            if tok in self.special or len(piece) < 2 or rng.random() >= self.share:
+                out_ids.append(tok)
+                out_labels.append(lab)
+                continue
+            parts = [self.vocab[p] for p in self._split(piece, rng)]
+            out_ids += parts
+            out_labels += parts if lab != IGNORE else [IGNORE] * len(parts)
+        return out_ids, out_labels
+
+    def _split(self, piece: str, rng: random.Random) -> list[str]:
+        cuts = [
+            i for i in range(1, len(piece)) if piece[:i] in self.vocab and piece[i:] in self.vocab
+        ]
+        if not cuts:
+            return [piece]
+        cut = rng.choice(cuts)
+        out: list[str] = []
+        for part in (piece[:cut], piece[cut:]):
+            out += self._split(part, rng) if rng.random() < 0.5 else [part]
+        return out
 
 
 def pack_batch(batch: list[tuple[list[int], list[int]]]):
@@ -100,10 +158,32 @@ def pack_batch(batch: list[tuple[list[int], list[int]]]):
     return torch.tensor(ids), torch.tensor(labels), torch.tensor(positions)
 
 
+@dataclass
+class TrainReport:
+    """How a training run went: steps taken and the gate's verdict after each round."""
+
+    steps: int = 0
+    rounds: list[dict] = field(default_factory=list)
+    """One entry per gate check: {"step": ..., **GateResult.to_dict()}."""
+
+
 def train_chat_model(
-    spec: ModelSpec, tokenizer, dialogues: list[tuple[str, list[tuple[str, str]]]], *, threads: int
+    spec: ModelSpec,
+    tokenizer,
+    dialogues: list[tuple[str, list[tuple[str, str]]]],
+    *,
+    threads: int,
+    gate: Callable[[Any], Any] | None = None,
+    report: TrainReport | None = None,
 ):
-    """Train course-chat from scratch; returns the trained LlamaForCausalLM (fp32, eval mode)."""
+    """Train course-chat from scratch; returns the trained LlamaForCausalLM (fp32, eval mode).
+
+    ``gate(model)`` returns an object with ``passed`` and ``describe()`` (a
+    :class:`courselib.models.gate.GateResult`). It is asked after ``spec.train.steps`` and
+    after each further round of ``extra_steps``; without a pass by ``max_steps`` the
+    training fails with a :class:`CourseError` (no model is returned, so none is published).
+    Without ``gate`` exactly ``steps`` steps run. ``report`` collects the rounds.
+    """
     torch = require("torch", extra="models")
     transformers = require("transformers", extra="models")
     torch.manual_seed(spec.seed)
@@ -111,6 +191,8 @@ def train_chat_model(
     rng = random.Random(spec.train.seed)
     model = transformers.LlamaForCausalLM(llama_config(spec, vocab_size=len(tokenizer)))
     examples = [encode_dialogue(tokenizer, system, turns) for system, turns in dialogues]
+    dropout = PieceDropout(tokenizer)
+    report = report if report is not None else TrainReport()
 
     cfg = spec.train
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -124,33 +206,57 @@ def train_chat_model(
         betas=(0.9, 0.98),
     )
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
     # Random batches. (Batches of similar length were tried: 1.4x faster steps, but held-out
     # accuracy fell from ~89% to 57%: homogeneous batches are too noisy at this learning rate.)
     order: list[int] = []
-    model.train()
-    bar = tqdm(range(cfg.steps), desc=f"train {spec.name}", unit="step")
-    for step in bar:
-        if len(order) < cfg.batch_size:  # reshuffle once per epoch
-            order += rng.sample(range(len(examples)), len(examples))
-        batch = [examples[order.pop()] for _ in range(cfg.batch_size)]
-        ids, labels, positions = pack_batch(batch)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        loss = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+
+    def run(steps: int, peak_lr: float, warmup: int, desc: str) -> None:
+        model.train()
+        bar = tqdm(range(steps), desc=desc, unit="step")
+        for step in bar:
+            if len(order) < cfg.batch_size:  # reshuffle once per epoch
+                order.extend(rng.sample(range(len(examples)), len(examples)))
+            batch = [dropout(*examples[order.pop()], rng) for _ in range(cfg.batch_size)]
+            ids, labels, positions = pack_batch(batch)
+            for group in opt.param_groups:
+                group["lr"] = _cosine(step, steps=steps, peak=peak_lr, warmup=warmup)
+            loss = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False)
+            loss.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.loss.item():.3f}")
+        report.steps += steps
+        model.eval()
+
+    run(cfg.steps, cfg.lr, cfg.warmup, f"train {spec.name}")
+    while gate is not None:
+        verdict = gate(model)
+        report.rounds.append({"step": report.steps, **verdict.to_dict()})
+        tqdm.write(f"quality gate after {report.steps} steps: {verdict.describe()}")
+        if verdict.passed:
+            break
+        for prompt, expected in getattr(verdict, "failures", [])[:5]:
+            tqdm.write(f"  missed: {prompt} -> expected {expected!r}")
+        if report.steps + cfg.extra_steps > cfg.max_steps:
+            raise CourseError(
+                f"{spec.name} did not pass its quality gate after {report.steps} training "
+                f"steps ({verdict.describe()}; every family needs the gate's threshold).",
+                hint="Nothing was published. Build again with another seed "
+                "(courselib.models.specs), or raise TrainSpec.max_steps; if this keeps "
+                "happening on this machine, report it with the numbers above.",
+            )
+        run(cfg.extra_steps, cfg.lr * cfg.extra_lr_scale, 10, f"train {spec.name} (more)")
     return model
+
+
+def _cosine(step: int, *, steps: int, peak: float, warmup: int) -> float:
+    """Learning rate: linear warm-up to ``peak``, then cosine decay to 5% of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def random_model(spec: ModelSpec, *, vocab_size: int):

@@ -8,10 +8,15 @@ to first token and tokens/s live; a note says when old turns were trimmed to fit
 
 Why an asyncio task: ipykernel 7 drops widget updates made from background threads, and a
 click (Stop) is not processed while another click handler (Send) is still running. So a click
-only starts a task on the kernel's event loop; the task pulls ONE piece at a time from the
-backend's generator in a worker thread (``run_in_executor``), updates the widgets back on the
-loop, and the loop handles the Stop click between two pieces; Stop closes the generator,
-which stops the engine. Without a running loop (a script, a test) sending runs to completion.
+only starts a task on the kernel's event loop. A producer thread iterates the backend's
+generator (the engine runs in it) and hands the pieces over; the task wakes for the first
+piece, then at most once per redraw tick (``refresh_s``) and at the end, and draws every piece
+that arrived meanwhile, on the loop's thread. Waking the loop once per token instead (one
+worker-thread round trip per piece) halved tokens/s. Between ticks the loop handles the Stop
+click: the producer stops after the piece it is waiting for and closes the generator in its
+own thread (the only one that may: closing a running generator from another thread fails),
+which stops the engine; the task does not wait for a slow engine's next piece. Without a
+running loop (a script, a test, :meth:`ChatUI.send`) the reply streams in the caller.
 
 Example::
 
@@ -25,21 +30,26 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.chat.conversation import Conversation
-from courselib.chat.templates import VICUNA_SYSTEM
+from courselib.chat.vicuna import VICUNA_SYSTEM
 from courselib.errors import CourseError, require
 from courselib.widgets.safe_markdown import to_html
 
 widgets = require("ipywidgets", extra="lab")
 
-_DONE = object()  # next(gen, _DONE): a StopIteration cannot travel through a Future
+_CLOSE_GRACE_S = 0.1
+"""After Stop, how long the task waits for the producer to close the generator: enough for an
+engine to finish its current token (it is idle again when Send comes back), short enough that
+Stop lands at once when the engine is slow."""
 _BUBBLE = "margin:4px 0;padding:6px 10px;border-radius:8px;background:{bg};color:#111"
 _STYLES = {"user": ("You", "#e3edff"), "assistant": ("Assistant", "#f3f3f3")}
 
@@ -84,9 +94,122 @@ class _Reply:
     bubble: Any
     """The ipywidgets.HTML the reply is drawn into."""
     started: float
+    max_tokens: int
     stats: StreamStats = field(default_factory=StreamStats)
     pieces: list[str] = field(default_factory=list)
     last_redraw: float = 0.0
+
+
+class _Handoff:
+    """Pieces from the producer thread to the task on the event loop.
+
+    The producer appends under a lock and wakes the task (``call_soon_threadsafe``) only when
+    the task waits for what came: any piece (nothing new to draw, or a redraw is due), or only
+    the end or Stop (the task waits out a redraw tick: pieces pile up without a wake-up each).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.cancelled = threading.Event()
+        """Set by Stop: the producer stops after the piece it is waiting for."""
+        self._lock = threading.Lock()
+        self._pieces: list[str] = []
+        self._ended = False
+        self._error: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._until: str = "end"
+        """What the waiting task wakes for: 'piece', 'tick' (end or Stop) or 'end'."""
+
+    def put(self, piece: str) -> None:
+        """Producer: one more piece."""
+        with self._lock:
+            self._pieces.append(piece)
+            waiter = self._take_waiter() if self._until == "piece" else None
+        self._wake(waiter)
+
+    def end(self, error: Exception | None) -> None:
+        """Producer: the generator is closed (``error``: what ended it, if anything)."""
+        with self._lock:
+            self._ended, self._error = True, error
+            waiter = self._take_waiter()
+        self._wake(waiter)
+
+    def cancel(self) -> None:
+        """Stop, from any thread: the producer stops; a task waiting for pieces wakes."""
+        self.cancelled.set()
+        with self._lock:
+            waiter = self._take_waiter() if self._until != "end" else None
+        self._wake(waiter)
+
+    async def wait(
+        self, until: Literal["piece", "tick", "end"], timeout: float | None = None
+    ) -> None:
+        """Task: wait for a piece ('piece'), Stop ('piece', 'tick'), the end or ``timeout``."""
+        with self._lock:
+            if (
+                self._ended
+                or (until == "piece" and self._pieces)
+                or (until != "end" and self.cancelled.is_set())
+            ):
+                return
+            waiter = self._waiter = self.loop.create_future()
+            self._until = until
+        timer = None if timeout is None else self.loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._lock:
+                if self._waiter is waiter:
+                    self._waiter = None
+
+    def take(self) -> tuple[list[str], bool, Exception | None]:
+        """Task: (the pieces that came since the last take, ended, the error that ended it)."""
+        with self._lock:
+            pieces, self._pieces = self._pieces, []
+            return pieces, self._ended, self._error
+
+    def _take_waiter(self) -> asyncio.Future[None] | None:
+        waiter, self._waiter = self._waiter, None
+        return waiter
+
+    def _wake(self, waiter: asyncio.Future[None] | None) -> None:
+        if waiter is None:
+            return
+        # RuntimeError: the loop is closed, so the task it ran is gone and nobody waits.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_resolve, waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _produce(gen: Iterator[str], handoff: _Handoff, previous: threading.Thread | None) -> None:
+    """The producer thread of one reply: iterate ``gen`` until it ends or Stop, then close it."""
+    error: Exception | None = None
+    try:
+        if previous is not None:
+            # The last reply's producer may still be finishing a token after Stop: one engine
+            # call at a time (llama.cpp's context is not thread-safe).
+            previous.join()
+        if handoff.cancelled.is_set():
+            return
+        for piece in gen:
+            if piece:  # a backend holding text back (a possible stop string) yields ""
+                handoff.put(piece)  # the piece in hand is shown even after Stop, as in send()
+            if handoff.cancelled.is_set():
+                break
+    except Exception as exc:  # shown in the transcript by _finish: a chat window must not die
+        error = exc
+    finally:
+        try:
+            gen.close()  # closing stops the engine; only this thread, which iterates it, may
+        except Exception as exc:
+            error = error or exc
+        handoff.end(error)
 
 
 class ChatUI:
@@ -115,6 +238,10 @@ class ChatUI:
         self.task: asyncio.Task | None = None
         self._busy = False
         self._stop_requested = False
+        self._handoff: _Handoff | None = None
+        """The streaming reply's handoff while a task pulls it (Stop cancels it)."""
+        self._producer: threading.Thread | None = None
+        """The last reply's producer thread: the next reply waits until it is done."""
 
         W = widgets
         # The outer box scrolls; flex-direction column-reverse around one child that never
@@ -194,13 +321,16 @@ class ChatUI:
             )
         messages, config, reply = self._begin(text)
         gen = self.backend.stream(messages, config=config)
-        return self._finish(reply, self._pull_sync(gen, reply))
+        return self._finish(reply, self._pull_sync(gen, reply), sent_from_code=True)
 
     def stop(self) -> None:
         """Interrupt the reply that is streaming (its generator is closed after this piece)."""
         if self._busy:
             self._stop_requested = True
             self.stop_button.disabled = True
+            handoff = self._handoff
+            if handoff is not None:
+                handoff.cancel()
 
     def clear(self) -> None:
         """Stop any reply, forget every turn and empty the transcript (the settings stay)."""
@@ -266,7 +396,8 @@ class ChatUI:
             self._small(f"✂ {html.escape(fit.note)}", color="#8a5a00") if fit.note else ""
         )
         self._add_bubble("user", text)
-        reply = _Reply(self._add_bubble("assistant", "", streaming=True), time.perf_counter())
+        bubble = self._add_bubble("assistant", "", streaming=True)
+        reply = _Reply(bubble, time.perf_counter(), max_tokens=config.max_tokens)
         self.stats = reply.stats
         self._busy, self._stop_requested = True, False
         self.send_button.disabled, self.stop_button.disabled = True, False
@@ -275,6 +406,8 @@ class ChatUI:
 
     def _pull_sync(self, gen: Iterator[str], reply: _Reply) -> Exception | None:
         """Stream the reply in the caller; returns the error that ended it, if any."""
+        if self._producer is not None:
+            self._producer.join()  # a notebook reply's producer may still be closing its stream
         try:
             for piece in gen:
                 self._on_piece(piece, reply)
@@ -287,42 +420,77 @@ class ChatUI:
         return None
 
     async def _pull_async(self, gen: Iterator[str], reply: _Reply) -> str:
-        loop = asyncio.get_running_loop()
+        """Stream the reply as a task: a producer thread pulls, this task draws on the loop."""
+        handoff = self._handoff = _Handoff(asyncio.get_running_loop())
+        producer = threading.Thread(
+            target=_produce, args=(gen, handoff, self._producer), name="ChatUI-stream", daemon=True
+        )
+        self._producer = producer
+        producer.start()
         error: Exception | None = None
+        ended = False
+        next_redraw = 0.0  # the first piece is drawn as soon as it arrives
         try:
-            while not self._stop_requested:
-                # One blocking step in a worker thread; meanwhile the loop handles Stop clicks.
-                # Widgets are updated here, on the loop's thread (ipykernel 7 drops updates
-                # made from other threads).
-                piece = await loop.run_in_executor(None, next, gen, _DONE)
-                if piece is _DONE:
-                    break
-                self._on_piece(piece, reply)
-        except Exception as exc:
-            error = exc
+            while not ended and not handoff.cancelled.is_set():
+                wait_s = next_redraw - time.perf_counter()
+                if wait_s > 0:
+                    # A redraw tick: pieces pile up without waking the loop for each; the end
+                    # and Stop wake it early (the last piece is drawn as soon as it comes).
+                    await handoff.wait("tick", timeout=wait_s)
+                else:
+                    await handoff.wait("piece")
+                pieces, ended, error = handoff.take()
+                if pieces:
+                    self._add_pieces(pieces, reply)
+                    if not ended:  # _finish draws the last time
+                        self._redraw(reply)
+                        next_redraw = reply.last_redraw + self.refresh_s
+            if not ended:
+                # Stop: let the engine finish its current token and the producer close the
+                # generator (so the engine is idle when Send comes back), but no longer.
+                await handoff.wait("end", timeout=_CLOSE_GRACE_S)
+                pieces, _ended, error = handoff.take()
+                self._add_pieces(pieces, reply)
+        except asyncio.CancelledError:  # the task was cancelled (kernel shutdown): stop too
+            handoff.cancel()
+            self._stop_requested = True
+            self._finish(reply, None)
+            raise
         finally:
-            gen.close()
+            self._handoff = None
         return self._finish(reply, error)
 
     def _on_piece(self, piece: str, reply: _Reply) -> None:
+        """One piece in the caller's thread (send): count it, redraw at most every refresh_s."""
         if not piece:  # a backend holding text back (a possible stop string) yields ""
+            return
+        self._add_pieces([piece], reply)
+        if reply.stats.tokens == 1 or time.perf_counter() - reply.last_redraw >= self.refresh_s:
+            self._redraw(reply)
+
+    def _add_pieces(self, pieces: list[str], reply: _Reply) -> None:
+        """Count pieces as they are drawn: the stats time what the window shows."""
+        if not pieces:
             return
         now = time.perf_counter()
         stats = reply.stats
         if stats.ttft_s is None:
             stats.ttft_s = now - reply.started
-        reply.pieces.append(piece)
-        stats.tokens += 1
+        reply.pieces.extend(pieces)
+        stats.tokens += len(pieces)
         stats.total_s = now - reply.started
         stats.decode_s = stats.total_s - stats.ttft_s
-        if stats.tokens == 1 or now - reply.last_redraw >= self.refresh_s:
-            reply.last_redraw = now
-            text = "".join(reply.pieces)
-            reply.bubble.value = self._bubble_html("assistant", text, streaming=True)
-            if reply.bubble in self.messages.children:
-                self._set_status("answering… " + stats.describe())
 
-    def _finish(self, reply: _Reply, error: Exception | None) -> str:
+    def _redraw(self, reply: _Reply) -> None:
+        reply.last_redraw = time.perf_counter()
+        text = "".join(reply.pieces)
+        reply.bubble.value = self._bubble_html("assistant", text, streaming=True)
+        if reply.bubble in self.messages.children:
+            self._set_status("answering… " + reply.stats.describe())
+
+    def _finish(
+        self, reply: _Reply, error: Exception | None, *, sent_from_code: bool = False
+    ) -> str:
         """Final redraw, record the reply in the conversation, re-enable the buttons."""
         text, stats, bubble = "".join(reply.pieces), reply.stats, reply.bubble
         stats.stopped = self._stop_requested
@@ -338,10 +506,17 @@ class ChatUI:
             )
         else:
             suffix = " *(stopped)*" if stats.stopped else ""
+            if not stats.stopped and stats.tokens >= reply.max_tokens:
+                # Backends do not say why a stream ended; a piece is about one token, so
+                # max_tokens pieces means the budget was spent (the model did not end it).
+                suffix = " *(cut at max tokens)*"
             bubble.value = self._bubble_html("assistant", text + suffix)
         if bubble not in self.messages.children:  # Clear was pressed while it streamed
             return text
-        self._set_status(stats.describe() if error is None else f"error: {message}")
+        if error is not None:
+            self._set_status(f"error: {message}")
+        else:  # send() streams in the caller: its speed has no event loop in between
+            self._set_status(stats.describe() + (" · sent from code" if sent_from_code else ""))
         if text or error is None:
             self.conversation.add_assistant(text)
         else:  # nothing came back: forget the question so the turns stay paired

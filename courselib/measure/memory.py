@@ -1,14 +1,13 @@
 """Measure what the estimator predicts, each measurement in a fresh process (Lab 03, bench).
 
-Every function here runs inside :func:`courselib.measure.run_isolated` (a new Python process),
+Every function here runs inside :func:`courselib.measure.runner.run_isolated` (a new process),
 so nothing loaded before (a notebook's torch, an earlier model) pollutes the numbers. Use
 :func:`run` to call one: ``run("train_step", model_dir=..., method="lora")``.
 
 How memory is read, and why:
 
-- Peak RSS is the kernel's high-water mark ``VmHWM``, reset with ``/proc/self/clear_refs``
-  right before the work, minus the RSS after the imports (``ru_maxrss`` is useless here: a
-  process started by ``exec`` inherits its parent's peak).
+- Peak RSS is the kernel's high-water mark, reset right before the work, minus the RSS after
+  the imports (:mod:`courselib.measure.process`).
 - glibc keeps freed memory for reuse (as PyTorch's caching allocator does on a GPU), so RSS
   would count tensors that are already dead. ``mallopt(M_MMAP_THRESHOLD, 64 KiB)`` makes every
   tensor its own mapping, returned to the OS on free: RSS then follows the live tensors.
@@ -23,38 +22,18 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
 import re
 import warnings
 from typing import Any
 
-from courselib.measure import run_isolated
+from courselib.errors import require_bitsandbytes
+from courselib.measure.process import peak_rss_bytes, reset_peak, rss_bytes
+from courselib.measure.runner import run_isolated
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
 
 
-# ---- process memory -------------------------------------------------------------------
-
-
-def rss_bytes() -> int:
-    """Resident set size now."""
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def hwm_bytes() -> int:
-    """Peak RSS since the process started or since :func:`reset_peak`."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return rss_bytes()
-
-
-def reset_peak() -> None:
-    """Set the peak RSS back to the current RSS (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+# ---- process memory ------------------------------------------------------------------
 
 
 def free_memory_eagerly() -> None:
@@ -122,7 +101,7 @@ def _import_model_class(model_dir: str, *, quantized: bool = False):
     import transformers
 
     if quantized:
-        import bitsandbytes  # noqa: F401
+        require_bitsandbytes()  # imported without its CPU kernel-hub warning on stderr
     # a measurement prints its table, not loading bars and deprecation notes on stderr
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -297,7 +276,7 @@ def train_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         del loss
-        peak = hwm_bytes() - base
+        peak = peak_rss_bytes() - base
     return {
         "peak": peak,
         "after_load": after_load,

@@ -19,26 +19,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from courselib.memory.configs import Shape
-from courselib.memory.precision import ggml_block_sizes, ggml_tensor_bytes
+from courselib.gguf.types import FILE_TYPES, ggml_block_sizes, ggml_tensor_bytes
 
-FILE_TYPES = {
-    "F32": "F32",
-    "F16": "F16",
-    "BF16": "BF16",
-    "Q8_0": "Q8_0",
-    "Q6_K": "Q6_K",
-    "Q5_K_M": "Q5_K",
-    "Q5_K_S": "Q5_K",
-    "Q5_1": "Q5_1",
-    "Q5_0": "Q5_0",
-    "Q4_K_M": "Q4_K",
-    "Q4_K_S": "Q4_K",
-    "Q4_1": "Q4_1",
-    "Q4_0": "Q4_0",
-}
-"""GGUF file types replayed here -> the ggml type of their ordinary tensors."""
+if TYPE_CHECKING:  # the estimator's model shape; only its attributes are read here
+    from courselib.memory.configs import Shape
 
 GGUF_ALIGNMENT = 32
 """Each tensor's data starts at a multiple of this many bytes (general.alignment default)."""

@@ -16,11 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from courselib.atomic import atomic_path
 from courselib.errors import CourseError, require
-from courselib.models.atomic import atomic_path
+from courselib.gguf.types import file_type_id
 
-# llama_ftype values (llama.h); FIELD_NOTES lists them.
-FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15}
 QuantName = Literal["F32", "F16", "Q4_0", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"]
 
 
@@ -41,14 +40,11 @@ def quantize_gguf(src: Path, dst: Path, *, quant: QuantName, threads: int | None
     """Quantize ``src`` (an F32/F16 GGUF) to ``dst`` with type ``quant``; returns ``dst``."""
     llama_cpp = require("llama_cpp", package="llama-cpp-python", extra="models")
     src, dst = Path(src), Path(dst)
-    if quant not in FTYPES:
-        raise CourseError(
-            f"Unknown quantization {quant!r}.", hint=f"Choose one of {', '.join(FTYPES)}."
-        )
+    ftype = file_type_id(quant)  # a CourseError naming the known types for a typo
     if not src.is_file():
         raise CourseError(f"GGUF file {src} does not exist.", hint="Convert the checkpoint first.")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FTYPES[quant]
+    params.ftype = ftype
     if threads:
         params.nthread = threads
     with atomic_path(dst) as tmp, _capture_stderr() as log:

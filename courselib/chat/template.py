@@ -2,7 +2,7 @@
 
 Two kinds, one interface (:meth:`ChatTemplate.render` and :attr:`ChatTemplate.stop`):
 
-- Vicuna v1.1, rendered by :func:`courselib.chat.templates.render_vicuna` (FastChat's layout);
+- Vicuna v1.1, rendered by :func:`courselib.chat.vicuna.render_vicuna` (FastChat's layout);
   the fallback for old LLaMA fine-tunes that carry no template, such as WizardVicuna-13B.
 - The model's own Jinja template (GGUF metadata ``tokenizer.chat_template`` or a Hugging Face
   tokenizer's ``chat_template``), rendered in a sandboxed Jinja environment the way
@@ -14,7 +14,7 @@ format silently drops it).
 
 Example::
 
-    >>> from courselib.backends.base import Message
+    >>> from courselib.chat.messages import Message
     >>> t = vicuna_template()
     >>> t.render([Message("system", "Be brief."), Message("user", "Hi")])
     'Be brief. USER: Hi ASSISTANT:'
@@ -31,8 +31,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Literal
 
-from courselib.backends.base import Message
-from courselib.chat.templates import VICUNA_STOP, VICUNA_SYSTEM, render_vicuna
+from courselib.chat.messages import Message
+from courselib.chat.vicuna import VICUNA_STOP, VICUNA_SYSTEM, render_vicuna
 from courselib.errors import CourseError
 
 TemplateChoice = Literal["auto", "model", "vicuna"]

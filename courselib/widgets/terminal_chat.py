@@ -21,7 +21,7 @@ from typing import TextIO
 
 from courselib.backends.base import Backend, GenerationConfig
 from courselib.chat.conversation import Conversation
-from courselib.chat.templates import VICUNA_SYSTEM
+from courselib.chat.vicuna import VICUNA_SYSTEM
 from courselib.errors import CourseError
 
 HELP = "/clear forgets the conversation, /system TEXT sets the system prompt, /quit leaves."

@@ -27,8 +27,8 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from courselib.atomic import atomic_path
 from courselib.errors import CourseError, require
-from courselib.models.atomic import atomic_path
 
 SUPPORTED = "LLaMA-architecture checkpoints (model_type 'llama': LLaMA 1/2, Vicuna, WizardVicuna, Alpaca, ...)"
 # Tensors transformers keeps in some checkpoints that llama.cpp recomputes.

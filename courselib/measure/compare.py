@@ -1,7 +1,7 @@
 """Estimates next to measurements: the error table of Lab 03 and ``bench/bench_memory.py``.
 
 Each ``compare_*`` function measures one thing on real files (each load in a fresh process,
-see :mod:`courselib.memory.measure`) and returns :class:`Row` s; :func:`error_table` turns
+see :mod:`courselib.measure.memory`) and returns :class:`Row` s; :func:`error_table` turns
 them into a DataFrame with the relative error and whether it is within 10%.
 
 Example::
@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from courselib.errors import require
-from courselib.memory import gguf_mix, kv
+from courselib.gguf import mix as gguf_mix
+from courselib.measure.memory import run
+from courselib.memory import kv
 from courselib.memory.configs import load_config, shape_of
 from courselib.memory.estimate import llama_cpp_compute_bytes
-from courselib.memory.measure import run
 from courselib.memory.preflight import estimate_load_bytes
 from courselib.memory.training import estimate_training
 from courselib.memory.weights import weight_bytes
@@ -72,7 +73,7 @@ def compare_weights(
 
 def compare_gguf(ggufs: Mapping[str, str | os.PathLike[str]]) -> list[Row]:
     """File size of each GGUF (quant -> path) against the estimate from its shape alone."""
-    from courselib.memory.ggufinfo import read_gguf
+    from courselib.gguf.read import read_gguf
 
     rows = []
     for quant, path in ggufs.items():

@@ -20,27 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from courselib.errors import CourseError, require
-
-# general.file_type (llama_ftype) -> name; the course's quants and their neighbours
-_FTYPE_NAMES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    7: "Q8_0",
-    8: "Q5_0",
-    9: "Q5_1",
-    10: "Q2_K",
-    11: "Q3_K_S",
-    12: "Q3_K_M",
-    13: "Q3_K_L",
-    14: "Q4_K_S",
-    15: "Q4_K_M",
-    16: "Q5_K_S",
-    17: "Q5_K_M",
-    18: "Q6_K",
-    32: "BF16",
-}
+from courselib.gguf.types import file_type_name
 
 
 @dataclass(frozen=True)
@@ -67,21 +47,45 @@ def _value(reader, key: str, default: Any = None) -> Any:
     return fld.contents()
 
 
-def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
-    """Parse the header of the GGUF file at ``path`` (see the module docstring)."""
-    gguf = require("gguf", extra="models")
-    path = Path(path)
-    if not path.is_file():
+GGUF_MAGIC = b"GGUF"
+
+
+def check_magic(path: Path) -> Path:
+    """``path`` if it is a file starting with the GGUF magic bytes, else a CourseError saying
+    what it is instead (missing, a folder, a zip such as a renamed PyTorch .bin ...)."""
+    if not path.exists():
         raise CourseError(
-            f"GGUF file {path} does not exist.",
+            f"Model file {path} does not exist.",
             hint="Check the path, or build the course models: python -m courselib models build",
         )
+    if path.is_dir():
+        raise CourseError(
+            f"{path} is a folder, not a GGUF file.",
+            hint="Pass the .gguf file, or open a Hugging Face checkpoint folder with "
+            "open_backend(folder), which uses transformers.",
+        )
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise CourseError(
+            f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}).",
+            hint="llama.cpp needs a .gguf model: convert the checkpoint with "
+            "`python -m courselib models convert`, or pass the right file.",
+        )
+    return path
+
+
+def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
+    """Parse the header of the GGUF file at ``path`` (see the module docstring); a
+    CourseError says what is wrong with a missing, foreign or truncated file."""
+    gguf = require("gguf", extra="models")
+    path = check_magic(Path(path).expanduser())
     try:
         reader = gguf.GGUFReader(path)
-    except (ValueError, OSError) as exc:
+    except (ValueError, IndexError, AttributeError, OSError) as exc:
         raise CourseError(
-            f"{path} is not a readable GGUF file ({exc}).",
-            hint="The download or conversion may be incomplete: rebuild or re-download it.",
+            f"{path} starts like a GGUF file but its header cannot be read ({exc}).",
+            hint="The file is probably incomplete: copy, build or download it again.",
         ) from None
     arch = _value(reader, "general.architecture", "llama")
 
@@ -113,7 +117,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     return GGUFInfo(
         path=path,
         architecture=str(arch),
-        file_type=_FTYPE_NAMES.get(ftype, f"ftype {ftype}") if ftype is not None else "unknown",
+        file_type=file_type_name(ftype),
         config=config,
         tensor_bytes=sum(int(t.n_bytes) for t in reader.tensors),
         file_bytes=path.stat().st_size,
