@@ -24,8 +24,7 @@ import time
 
 from courselib import settings
 from courselib.backends import GenerationConfig, Message, open_backend
-from courselib.models import gguf_file, hf_dir
-from courselib.speed import (
+from courselib.measure.speed import (
     DEFAULT_PROMPT,
     measure_gguf,
     measure_transformers,
@@ -33,6 +32,7 @@ from courselib.speed import (
     roofline_note,
     weight_bytes_per_token,
 )
+from courselib.models import gguf_file, hf_dir
 from courselib.widgets.chat_ui import ChatUI
 
 MODEL = "course-bench"

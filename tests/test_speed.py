@@ -1,4 +1,4 @@
-"""courselib.speed's roofline parts: multi-threaded bandwidth, bytes read per token, the note.
+"""courselib.measure.speed's roofline parts: multi-threaded bandwidth, bytes read per token, the note.
 
 No assertion depends on how fast this machine is: the numbers only have to be real.
 """
@@ -10,7 +10,7 @@ import math
 import pytest
 from memory_tiny import TINY, write_tiny_gguf
 
-from courselib.speed import (
+from courselib.measure.speed import (
     _bandwidth_buffer_bytes,
     last_level_cache_bytes,
     memory_bandwidth,
@@ -28,7 +28,7 @@ def test_bandwidth_is_a_positive_finite_rate_with_any_thread_count(threads) -> N
 def test_bandwidth_threads_default_to_the_decode_setting(monkeypatch) -> None:
     monkeypatch.setenv("COURSELAB_THREADS", "2")  # the thread count llama.cpp decodes with
     seen = []
-    import courselib.speed as speed
+    import courselib.measure.speed as speed
 
     class Pool(speed.ThreadPoolExecutor):
         def __init__(self, max_workers):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from courselib import settings
 from courselib.chat.vicuna import render_vicuna
 from courselib.errors import CourseError, require
-from courselib.measure import run_isolated
+from courselib.measure.runner import run_isolated
 
 if TYPE_CHECKING:
     import pandas
@@ -73,7 +73,8 @@ def measure_gguf(
     """
     path = _existing(path)
     iso = run_isolated(
-        "courselib.speed:_gguf_child",
+        "courselib.measure.speed:_gguf_child",
+        imports=["llama_cpp"],  # the engine's code is the process's, not the model's RAM
         path=str(path),
         prompt=prompt,
         max_tokens=max_tokens,
@@ -98,7 +99,8 @@ def measure_transformers(
     path = _existing(path)
     size = sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
     iso = run_isolated(
-        "courselib.speed:_transformers_child",
+        "courselib.measure.speed:_transformers_child",
+        imports=["torch", "transformers"],  # the engine's code is not the model's RAM
         path=str(path),
         prompt=prompt,
         max_tokens=max_tokens,
