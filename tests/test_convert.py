@@ -166,7 +166,7 @@ def test_clean_partials_removes_leftovers_of_a_killed_build(tmp_path):
 def test_quantize_rejects_missing_input_and_unknown_type(tmp_path):
     with pytest.raises(CourseError, match="does not exist"):
         quantize_gguf(tmp_path / "nope.gguf", tmp_path / "o.gguf", quant="Q4_0")
-    with pytest.raises(CourseError, match="Unknown quantization"):
+    with pytest.raises(CourseError, match="Unknown GGUF file type .Q3_XYZ."):
         quantize_gguf(tmp_path / "nope.gguf", tmp_path / "o.gguf", quant="Q3_XYZ")
 
 
