@@ -15,8 +15,9 @@ that arrived meanwhile, on the loop's thread. Waking the loop once per token ins
 worker-thread round trip per piece) halved tokens/s. Between ticks the loop handles the Stop
 click: the producer stops after the piece it is waiting for and closes the generator in its
 own thread (the only one that may: closing a running generator from another thread fails),
-which stops the engine; the task does not wait for a slow engine's next piece. Without a
-running loop (a script, a test, :meth:`ChatUI.send`) the reply streams in the caller.
+which stops the engine. The task ends at once, without waiting for a slow engine's next piece;
+the next reply waits until the engine is free. Without a running loop (a script, a test,
+:meth:`ChatUI.send`) the reply streams in the caller.
 
 Example::
 
@@ -46,10 +47,6 @@ from courselib.widgets.safe_markdown import to_html
 
 widgets = require("ipywidgets", extra="lab")
 
-_CLOSE_GRACE_S = 0.1
-"""After Stop, how long the task waits for the producer to close the generator: enough for an
-engine to finish its current token (it is idle again when Send comes back), short enough that
-Stop lands at once when the engine is slow."""
 _BUBBLE = "margin:4px 0;padding:6px 10px;border-radius:8px;background:{bg};color:#111"
 _STYLES = {"user": ("You", "#e3edff"), "assistant": ("Assistant", "#f3f3f3")}
 
@@ -105,7 +102,8 @@ class _Handoff:
 
     The producer appends under a lock and wakes the task (``call_soon_threadsafe``) only when
     the task waits for what came: any piece (nothing new to draw, or a redraw is due), or only
-    the end or Stop (the task waits out a redraw tick: pieces pile up without a wake-up each).
+    the end (the task waits out a redraw tick: pieces pile up without a wake-up each). Stop
+    wakes the task in either case.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -117,8 +115,8 @@ class _Handoff:
         self._ended = False
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._until: str = "end"
-        """What the waiting task wakes for: 'piece', 'tick' (end or Stop) or 'end'."""
+        self._until: str = "tick"
+        """What wakes the waiting task besides the end and Stop: 'piece', or nothing ('tick')."""
 
     def put(self, piece: str) -> None:
         """Producer: one more piece."""
@@ -135,22 +133,16 @@ class _Handoff:
         self._wake(waiter)
 
     def cancel(self) -> None:
-        """Stop, from any thread: the producer stops; a task waiting for pieces wakes."""
+        """Stop, from any thread: the producer stops after its current piece; the task wakes."""
         self.cancelled.set()
         with self._lock:
-            waiter = self._take_waiter() if self._until != "end" else None
+            waiter = self._take_waiter()
         self._wake(waiter)
 
-    async def wait(
-        self, until: Literal["piece", "tick", "end"], timeout: float | None = None
-    ) -> None:
-        """Task: wait for a piece ('piece'), Stop ('piece', 'tick'), the end or ``timeout``."""
+    async def wait(self, until: Literal["piece", "tick"], timeout: float | None = None) -> None:
+        """Task: wait for the end, Stop, ``timeout`` or (``until='piece'``) a piece."""
         with self._lock:
-            if (
-                self._ended
-                or (until == "piece" and self._pieces)
-                or (until != "end" and self.cancelled.is_set())
-            ):
+            if self._ended or self.cancelled.is_set() or (until == "piece" and self._pieces):
                 return
             waiter = self._waiter = self.loop.create_future()
             self._until = until
@@ -198,10 +190,10 @@ def _produce(gen: Iterator[str], handoff: _Handoff, previous: threading.Thread |
         if handoff.cancelled.is_set():
             return
         for piece in gen:
-            if piece:  # a backend holding text back (a possible stop string) yields ""
-                handoff.put(piece)  # the piece in hand is shown even after Stop, as in send()
-            if handoff.cancelled.is_set():
+            if handoff.cancelled.is_set():  # Stop came while the engine computed this piece
                 break
+            if piece:  # a backend holding text back (a possible stop string) yields ""
+                handoff.put(piece)
     except Exception as exc:  # shown in the transcript by _finish: a chat window must not die
         error = exc
     finally:
@@ -446,10 +438,9 @@ class ChatUI:
                         self._redraw(reply)
                         next_redraw = reply.last_redraw + self.refresh_s
             if not ended:
-                # Stop: let the engine finish its current token and the producer close the
-                # generator (so the engine is idle when Send comes back), but no longer.
-                await handoff.wait("end", timeout=_CLOSE_GRACE_S)
-                pieces, _ended, error = handoff.take()
+                # Stop: keep what came before it and end now. The producer closes the generator
+                # once the engine returns its current piece; the next reply waits for that.
+                pieces, _ended, _error = handoff.take()
                 self._add_pieces(pieces, reply)
         except asyncio.CancelledError:  # the task was cancelled (kernel shutdown): stop too
             handoff.cancel()
