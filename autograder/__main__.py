@@ -1,0 +1,309 @@
+"""``python -m autograder``: set up a course, take in submissions, grade them, export the grades.
+
+Typical use::
+
+    python -m autograder setup /srv/class                 # source/ from labs/, student versions
+    python -m autograder collect /srv/class lab03_memory export.zip
+    python -m autograder grade /srv/class lab03_memory --workers 2
+    python -m autograder export /srv/class                # grades.csv, feedback, summary
+
+    python -m autograder demo /tmp/demo                   # all of it on a sample class
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+from autograder.course import GradeSettings, setup
+
+
+def _value(text: str):
+    """``-p N_CTX=256`` values: Python literals, else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _course(args):
+    from autograder.course import Course, CourseError
+
+    course = Course(Path(args.course).resolve())
+    if not (course.root / "nbgrader_config.py").exists():
+        raise CourseError(
+            f"{course.root} is not a course directory: run `python -m autograder setup` first"
+        )
+    return course
+
+
+def _settings(args, course, assignment: str) -> GradeSettings:
+    settings = course.settings(
+        cell_timeout=args.cell_timeout,
+        notebook_timeout=args.notebook_timeout,
+        memory_mb=args.memory_mb,
+        kernel_threads=args.kernel_threads,
+        run_after_last_test=True if args.run_all_cells else None,
+        stderr_fails_test=True if args.stderr_fails else None,
+        isolation=args.isolation,
+    )
+    extra = dict(pair.split("=", 1) for pair in args.parameter)
+    if extra:
+        settings.parameters[assignment] = settings.parameters.get(assignment, {}) | {
+            k: _value(v) for k, v in extra.items()
+        }
+    return settings
+
+
+def cmd_setup(args) -> int:
+    course = setup(args.course, labs_dir=args.labs, assignments=args.lab or None)
+    for lab in course.assignments():
+        print(f"{lab}: student version in {course.release_notebook(lab)}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from autograder.course import generate
+
+    course = _course(args)
+    for lab in args.lab or course.assignments():
+        points = generate(course, lab)
+        print(f"{lab}: {len(points)} test cells, {sum(points.values()):g} points")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from autograder.collect import collect
+
+    report = collect(_course(args), args.lab, args.source, pattern=args.pattern, max_mb=args.max_mb)
+    print(f"took in {len(report.taken)} submissions of {args.lab}")
+    for name, why in report.skipped:
+        print(f"  skipped {name}: {why}")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from autograder.grade import grade
+
+    course = _course(args)
+    labs = [args.lab] if args.lab else course.assignments()
+    failed = 0
+    for lab in labs:
+        report = grade(
+            course,
+            lab,
+            workers=args.workers,
+            limit=args.limit,
+            force=args.force,
+            settings=_settings(args, course, lab),
+            progress=not args.quiet,
+        )
+        done = report.submissions - report.planned
+        print(
+            f"{lab}: {report.submissions} submissions, {done} already graded, graded {report.graded} now "
+            f"in {report.seconds:.1f} s ({report.per_minute:.1f}/min, {report.workers} workers)"
+            + (
+                f", {report.planned - len(report.results)} left (--limit)"
+                if report.planned > len(report.results)
+                else ""
+            )
+        )
+        if report.pool_restarts:
+            print(
+                f"  a worker died {report.pool_restarts} times: its submissions were graded again"
+            )
+        for r in report.errors:
+            print(f"  not graded: {r.student}: {'; '.join(r.reasons)}")
+        failed += len(report.errors)
+    return 1 if failed else 0
+
+
+def cmd_export(args) -> int:
+    from autograder.export import export
+
+    course = _course(args)
+    report = export(
+        course,
+        args.lab or None,
+        out=args.out,
+        feedback=not args.no_feedback,
+        show_hidden=args.show_hidden,
+    )
+    print(report.summary)
+    print(f"\ngrade sheet: {report.csv}")
+    if report.png:
+        print(f"histogram:   {report.png}")
+    if not args.no_feedback:
+        print(f"feedback:    {len(report.feedback)} files under {course.root / 'feedback'}")
+    for lab, error in report.feedback_errors.items():
+        print(f"feedback for {lab} failed:\n{error}", file=sys.stderr)
+    return 1 if report.feedback_errors else 0
+
+
+def cmd_sample_class(args) -> int:
+    from autograder.sample_class import make_sample_class
+
+    course = _course(args)
+    memory_mb = args.memory_mb if args.memory_mb is not None else course.settings().memory_mb
+    isolation = args.isolation or course.settings().isolation
+    expected = make_sample_class(
+        course, args.lab, args.out, memory_mb=memory_mb, isolation=isolation
+    )
+    for name, e in expected.items():
+        print(f"{name:<26} {e.score:g}/{e.max_score:g}  {e.about}")
+    print(f"\n{len(expected)} notebooks and expected.json in {args.out}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from autograder.grade.ledger import Ledger
+    from autograder.sample_class import check, load_expected
+
+    course = _course(args)
+    expected = load_expected(args.expected)
+    with Ledger(course.db_url) as ledger:
+        rows = {r["student"]: r for r in ledger.rows(args.lab)}
+    bad = 0
+    for student, want in expected.items():
+        row = rows.get(student)
+        problems = (
+            ["not graded"] if row is None else check(want, row["score"] or 0.0, row["reasons"])
+        )
+        bad += bool(problems)
+        print(f"{'ok ' if not problems else 'BAD'} {student:<26} {'; '.join(problems)}")
+    print(f"{len(expected) - bad} of {len(expected)} as expected")
+    return 1 if bad else 0
+
+
+def cmd_demo(args) -> int:
+    from autograder.collect import collect
+    from autograder.export import export
+    from autograder.grade import grade
+    from autograder.sample_class import make_sample_class
+
+    root = Path(args.course)
+    course = setup(root, labs_dir=args.labs, assignments=[args.lab])
+    settings = course.settings(
+        cell_timeout=20.0, notebook_timeout=120.0, memory_mb=1024, isolation=args.isolation
+    )
+    out = root / "sample-class"
+    make_sample_class(course, args.lab, out, memory_mb=1024, isolation=settings.isolation)
+    collect(course, args.lab, out)
+    report = grade(course, args.lab, workers=args.workers, settings=settings)
+    print(f"graded {report.graded} in {report.seconds:.1f} s ({report.per_minute:.1f}/min)\n")
+    print(export(course, [args.lab]).summary)
+    args.expected = out / "expected.json"
+    print()
+    return cmd_verify(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name, func, help_text, *, lab: str | None = None):
+        s = sub.add_parser(name, help=help_text, description=help_text)
+        s.add_argument("course", help="the course directory")
+        if lab == "one":
+            s.add_argument("lab", help="the lab (assignment) name, e.g. lab03_memory")
+        elif lab == "many":
+            s.add_argument("lab", nargs="*", help="labs (default: all)")
+        s.set_defaults(func=func)
+        return s
+
+    s = command(
+        "setup", cmd_setup, "create a course directory from labs/ and generate the student versions"
+    )
+    s.add_argument("--labs", default="labs", help="folder of lab folders (default: labs)")
+    s.add_argument("--lab", action="append", help="only this lab (repeatable)")
+
+    command("generate", cmd_generate, "generate (again) and check the student versions", lab="many")
+
+    s = command("collect", cmd_collect, "take in submissions from a folder or zip", lab="one")
+    s.add_argument(
+        "source", help="folder or .zip: one notebook per student (file or folder name = id)"
+    )
+    s.add_argument("--pattern", help="regex with a (?P<student>...) group, matched on each path")
+    s.add_argument("--max-mb", type=int, default=50, help="skip notebooks larger than this")
+
+    s = command("grade", cmd_grade, "grade what is missing or changed (resumable)")
+    s.add_argument("lab", nargs="?", help="the lab (default: every lab with submissions)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    s.add_argument("--limit", type=int, help="stop after grading this many")
+    s.add_argument("--force", action="store_true", help="regrade everything")
+    s.add_argument("--cell-timeout", type=float, help="seconds per cell (autograder.toml: 60)")
+    s.add_argument("--notebook-timeout", type=float, help="seconds per notebook (600)")
+    s.add_argument("--memory-mb", type=int, help="kernel memory cap, MiB; 0 for none (4096)")
+    s.add_argument("--kernel-threads", type=int, help="CPU threads per kernel (cores / workers)")
+    s.add_argument(
+        "--isolation",
+        choices=["none", "namespaces"],
+        help="namespaces: no network, kernels cannot see the grader (autograder.toml: none)",
+    )
+    s.add_argument(
+        "--run-all-cells", action="store_true", help="also run cells after the last test"
+    )
+    s.add_argument(
+        "--stderr-fails", action="store_true", help="nbgrader's rule: stderr output zeroes a test"
+    )
+    s.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="inject into the parameters cell",
+    )
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    s = command("export", cmd_export, "grade sheet, feedback HTML and class summary", lab="many")
+    s.add_argument(
+        "--out", help="folder for grades.csv, summary.txt, scores.png (default: exports/)"
+    )
+    s.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
+    s.add_argument("--show-hidden", action="store_true", help="keep hidden tests in the feedback")
+
+    s = command(
+        "sample-class", cmd_sample_class, "write a sample class with expected results", lab="one"
+    )
+    s.add_argument("out", help="folder for the notebooks and expected.json")
+    s.add_argument(
+        "--memory-mb", type=int, help="the cap the class will be graded with (the hog exceeds it)"
+    )
+    s.add_argument(
+        "--isolation", choices=["none", "namespaces"], help="the isolation it will be graded with"
+    )
+
+    s = command(
+        "verify",
+        cmd_verify,
+        "compare graded results with a sample class's expected.json",
+        lab="one",
+    )
+    s.add_argument("expected", help="expected.json written by sample-class")
+
+    s = sub.add_parser("demo", help="set up, make a sample class, grade it, export, verify")
+    s.add_argument("course", help="a new course directory")
+    s.add_argument("--labs", default="labs")
+    s.add_argument("--lab", default="lab03_memory")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--isolation", choices=["none", "namespaces"], default="none")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from autograder.course import CourseError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CourseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Execute the restored notebook: untrusted code under time and memory limits.
+
+``LimitedExecute`` is nbgrader's ``Execute`` step (same error and timeout outputs) with what a
+class of untrusted submissions needs:
+
+- a per-cell timeout **and** a whole-notebook budget: a cell gets
+  ``min(cell_timeout, time left)``; once the budget is spent no further cell runs;
+- an interrupted cell that does not stop (a loop that ignores Ctrl-C) gets its kernel killed:
+  the kernel must answer a ``kernel_info`` request within ``responsive_seconds`` after the
+  interrupt;
+- a kernel that dies (a crash, ``os._exit``, the OOM killer) stops the run with the reason,
+  where nbgrader would leave the whole submission "needs manual grade";
+- every cell that did not run is recorded in ``Context.not_run``; a test cell among them gets
+  an error output saying why, so it scores 0 (never the full points of a cell with no output);
+- the kernel is always this Python (``sys.executable -m ipykernel_launcher``, whatever kernel
+  the notebook names), started by :mod:`autograder.grade.limits` with the memory cap, in an
+  empty working directory, with a small environment (no instructor variables such as API keys;
+  ``TQDM_DISABLE``, ``PYTHONWARNINGS=ignore`` and friends keep progress bars and warnings off
+  stderr);
+- with ``isolation="namespaces"`` the kernel runs under ``unshare`` in new user, PID and
+  network namespaces (PID 2 under a small init, ``limits.py --init``: it cannot see or signal
+  the worker, and has no network at all), talking to the worker over unix sockets (ZMQ
+  ``ipc`` transport, since a new network namespace has not even loopback);
+- at most ``max_output_bytes`` of output per cell are kept (a print loop cannot fill memory);
+- cells after the last test cell are not run unless ``run_after_last_test`` (they cannot
+  change a score); the tag that makes nbclient skip a cell is a random one, so a student's
+  ``skip-execution`` tag on a test cell has no effect.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from time import monotonic
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+from nbgrader.preprocessors import Execute
+from traitlets import Bool, Enum, Float, Integer
+
+from autograder.grade import limits
+from autograder.grade.job import context, is_test
+
+QUIET_ENV = {
+    "PYTHONWARNINGS": "ignore",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "TQDM_DISABLE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "BITSANDBYTES_NOWELCOME": "1",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+}
+PASS_THROUGH = ("LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "SSL_CERT_FILE")
+
+
+def kernel_env(workdir: Path, *, threads: int) -> dict[str, str]:
+    """The kernel's whole environment: paths into its own folder, the course's settings
+    (models, class server; never the API key), quiet libraries, ``threads`` CPU threads."""
+    from courselib import settings
+
+    home = workdir / "home"
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+    env |= QUIET_ENV | {
+        "PATH": os.pathsep.join(
+            [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+        ),
+        "HOME": str(home),
+        "TMPDIR": str(home / "tmp"),
+        "IPYTHONDIR": str(home / ".ipython"),
+        "MPLCONFIGDIR": str(home / ".matplotlib"),
+        "LANG": "C.UTF-8",
+        "COURSELAB_CONFIG": str(home / "no-config.toml"),
+        "COURSELAB_DATA_DIR": str(settings.data_dir()),
+        "COURSELAB_SERVER_URL": str(settings.resolve("server_url")),
+        "COURSELAB_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    return env
+
+
+class LimitedKernelManager(AsyncKernelManager):
+    """This Python's ipykernel, started through ``limits.py`` with the memory cap."""
+
+    memory_mb = Integer(0, help="RLIMIT_DATA of the kernel in MiB (0: none)").tag(config=True)
+    isolation = Enum(["none", "namespaces"], "none", help="see GradeSettings.isolation").tag(
+        config=True
+    )
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        kernel = [
+            sys.executable,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            os.path.realpath(self.connection_file),
+        ]
+        kernel += list(extra_arguments or [])
+        wrapper = [
+            sys.executable,
+            limits.__file__,
+            f"--memory-mb={self.memory_mb}",
+            f"--parent={os.getpid()}",
+            "--",
+        ]
+        if self.isolation == "namespaces":
+            # limits.py again as the namespace's PID 1: dies with unshare, runs the kernel as PID 2
+            inner = [sys.executable, limits.__file__, "--init", "--"]
+            return [*wrapper, *UNSHARE, *inner, *kernel]
+        return [*wrapper, *kernel]
+
+
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
+
+
+def namespaces_work() -> bool:
+    """Can this machine run a process in new user, PID and network namespaces?"""
+    try:
+        done = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _not_run_error(reason: str) -> NotebookNode:
+    return NotebookNode(
+        output_type="error", ename="NotRun", evalue=reason, traceback=[f"NotRun: {reason}"]
+    )
+
+
+class LimitedExecute(Execute):
+    """nbgrader's Execute with a notebook budget, a memory cap, and crash and hang handling."""
+
+    cell_timeout = Float(60.0, help="seconds per cell").tag(config=True)
+    notebook_timeout = Float(600.0, help="seconds for the whole notebook").tag(config=True)
+    memory_mb = Integer(4096, help="kernel memory cap (RLIMIT_DATA), MiB; 0: none").tag(config=True)
+    kernel_threads = Integer(1, help="CPU threads for the kernel's libraries").tag(config=True)
+    run_after_last_test = Bool(False, help="also run the cells after the last test").tag(
+        config=True
+    )
+    responsive_seconds = Float(10.0, help="an interrupted kernel must answer within").tag(
+        config=True
+    )
+    max_output_bytes = Integer(1_000_000, help="output kept per cell").tag(config=True)
+    isolation = Enum(["none", "namespaces"], "none", help="see GradeSettings.isolation").tag(
+        config=True
+    )
+
+    def preprocess(self, nb, resources=None, km=None):
+        ctx = context(resources)
+        NotebookClient.__init__(self, nb, km)
+        self.reset_execution_trackers()
+        self._check_assign_resources(resources)
+        self.skip_cells_with_tag = f"autograder-{uuid.uuid4().hex}"
+        self.raise_on_iopub_timeout = False  # a slow idle message is not a failed test
+        self.shutdown_kernel = "immediate"
+        self.kernel_manager_class = LimitedKernelManager
+        self.kernel_name = "python3"
+        self.config.LimitedKernelManager.memory_mb = self.memory_mb
+        self.config.LimitedKernelManager.isolation = self.isolation
+        if self.isolation == "namespaces":  # no network inside: talk over unix sockets
+            self.config.LimitedKernelManager.transport = "ipc"
+            # an absolute socket path (the default is relative to each process's cwd), short
+            # enough for a unix socket (108 bytes)
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+            sockets = runtime / f"ag-{uuid.uuid4().hex[:12]}"
+            self.config.LimitedKernelManager.ip = str(sockets)
+        self._bytes: dict[int, int] = {}
+        deadline = monotonic() + self.notebook_timeout
+        self.timeout_func = lambda cell: max(
+            1, math.ceil(min(self.cell_timeout, deadline - monotonic()))
+        )
+
+        tests = [i for i, c in enumerate(nb.cells) if is_test(c)]
+        last = len(nb.cells) if self.run_after_last_test or not tests else tests[-1]
+        stop: str | None = None
+        self.km = self.create_kernel_manager()
+        try:
+            env = kernel_env(ctx.workdir, threads=self.kernel_threads)
+            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # not the cells'
+            self.start_new_kernel(cwd=str(ctx.workdir), env=env, **quiet)
+            self.start_new_kernel_client()
+            info = self.wait_for_reply(self.kc.kernel_info())
+            if info is not None:
+                nb.metadata["language_info"] = info["content"].get("language_info", {})
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code" or not cell.source.strip():
+                    continue
+                if index > last:
+                    ctx.note("cells after the last test cell were not run")
+                    continue
+                if stop is None and monotonic() >= deadline:
+                    stop = f"the notebook's time limit ({self.notebook_timeout:g} s) was used up"
+                    ctx.reason(stop)
+                if stop is not None:
+                    self._mark_not_run(ctx, cell, index, stop)
+                    continue
+                stop = self._run_cell(ctx, cell, index, deadline)
+        finally:
+            if self.km is not None:
+                self._cleanup_kernel()
+        self.set_widgets_metadata()
+        return nb, self.resources
+
+    def _run_cell(self, ctx, cell, index: int, deadline: float) -> str | None:
+        """Run one cell; -> why no further cell can run, or None."""
+        self._timed_out = False
+        allowed = self.timeout_func(cell)
+        try:
+            self.execute_cell(cell, index, store_history=True)
+        except DeadKernelError:
+            why = f"the kernel died while running {_name(cell, index)} ({self._exit_status()})"
+            ctx.reason(why)
+            self._mark_not_run(ctx, cell, index, why)
+            return why
+        except CellTimeoutError:  # the interrupted cell never went idle
+            self._timed_out = True
+        ctx.executed.add(index)
+        if not self._timed_out:
+            return None
+        budget = allowed < self.cell_timeout and deadline - monotonic() < 1
+        limit = "the notebook's time limit" if budget else "the cell time limit"
+        ctx.reason(f"{_name(cell, index)} was stopped at {limit} ({allowed} s)")
+        if budget:
+            return f"the notebook's time limit ({self.notebook_timeout:g} s) was used up"
+        if not self._responsive():
+            why = f"the kernel did not stop after {_name(cell, index)} was interrupted: killed"
+            ctx.reason(why)
+            self._cleanup_kernel()
+            return why
+        return None
+
+    def _responsive(self) -> bool:
+        saved = self.timeout_func, self.timeout
+        self.timeout_func, self.timeout = None, max(1, int(self.responsive_seconds))
+        try:
+            return self.wait_for_reply(self.kc.kernel_info()) is not None
+        except (DeadKernelError, CellTimeoutError):
+            return False
+        finally:
+            self.timeout_func, self.timeout = saved
+
+    def _exit_status(self) -> str:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        code = process.poll() if process is not None else None
+        if code is None:
+            return "exit status unknown"
+        if code > 128 and code - 128 in signal.valid_signals():  # through unshare's init
+            code = 128 - code
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = ": out of memory, or killed" if name == "SIGKILL" else ""
+            return f"killed by {name}{hint}"
+        return f"exit status {code}"
+
+    @staticmethod
+    def _mark_not_run(ctx, cell, index: int, why: str) -> None:
+        ctx.not_run[index] = why
+        if is_test(cell):
+            cell.outputs = [*cell.get("outputs", []), _not_run_error(why)]
+
+    def on_cell_executed(self, **kwargs):
+        super().on_cell_executed(**kwargs)
+        if kwargs["execute_reply"]["content"].get("ename") == self.error_on_timeout["ename"]:
+            self._timed_out = True
+
+    def output(self, outs, msg, display_id, cell_index):
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(
+            len(str(v)) for v in content.get("data", {}).values()
+        )
+        used = self._bytes.get(cell_index, 0)
+        self._bytes[cell_index] = used + size
+        if used + size <= self.max_output_bytes:
+            return super().output(outs, msg, display_id, cell_index)
+        if used <= self.max_output_bytes:
+            note = f"\n[autograder: output beyond {self.max_output_bytes} bytes dropped]\n"
+            outs.append(NotebookNode(output_type="stream", name="stdout", text=note))
+        return None
+
+
+def _name(cell, index: int) -> str:
+    gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {gid}" if gid else f"cell {index}"

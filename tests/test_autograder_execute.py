@@ -1,0 +1,99 @@
+"""The executor step with real kernels: the notebook budget, output cap, environment, and a
+student's ``skip-execution`` tag. One kernel per test (about a second each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+from autograder_data.factory import KERNELSPEC, context, graded_cell, run
+from nbformat.v4 import new_code_cell, new_notebook
+
+from autograder.grade.execute import LimitedExecute, namespaces_work
+from autograder.grade.score import Score
+
+pytestmark = pytest.mark.slow
+
+
+def notebook(*cells):
+    return new_notebook(cells=list(cells), metadata={"kernelspec": KERNELSPEC})
+
+
+def execute(nb, tmp_path, **traits):
+    ctx = context(workdir=tmp_path, memory_mb=traits.get("memory_mb", 0))
+    nb = run(LimitedExecute(kernel_threads=1, **traits), nb, ctx)
+    run(Score(), nb, ctx)
+    return nb, ctx
+
+
+def test_the_notebook_budget_stops_the_run_and_zeroes_the_tests_left(tmp_path):
+    nb = notebook(
+        new_code_cell("import time"),
+        graded_cell("t1", "time.sleep(2)"),
+        graded_cell("t2", "time.sleep(10)"),
+        graded_cell("t3", "pass"),
+    )
+    nb, ctx = execute(nb, tmp_path, cell_timeout=30, notebook_timeout=4)
+    assert ctx.scores == {"t1": 2.0, "t2": 0, "t3": 0.0}
+    assert ctx.reasons[0].startswith("cell t2 was stopped at the notebook's time limit")
+    assert (
+        ctx.reasons[1]
+        == "test cell t3 scored 0, not run: the notebook's time limit (4 s) was used up"
+    )
+    assert nb.cells[3].outputs[0].ename == "NotRun"
+
+
+def test_the_kernel_runs_in_its_folder_with_a_small_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSELAB_API_KEY", "sk-instructor-secret")
+    probe = "import json, os\nprint(json.dumps({'cwd': os.getcwd(), 'env': dict(os.environ)}))"
+    nb, ctx = execute(notebook(new_code_cell(probe), graded_cell("t", "pass")), tmp_path)
+    seen = json.loads(nb.cells[0].outputs[0].text)
+    assert seen["cwd"] == str(tmp_path)
+    assert "COURSELAB_API_KEY" not in seen["env"] and "sk-instructor" not in json.dumps(seen)
+    assert seen["env"]["HOME"].startswith(str(tmp_path))
+    assert seen["env"]["TQDM_DISABLE"] == "1" and seen["env"]["OMP_NUM_THREADS"] == "1"
+
+
+def test_outputs_are_capped_and_skip_tags_do_not_skip_tests(tmp_path):
+    flood = new_code_cell("for _ in range(50):\n    print('x' * 10_000)")
+    skipped = graded_cell("t", "raise AssertionError('ran')")
+    skipped.metadata["tags"] = ["skip-execution"]
+    nb, ctx = execute(notebook(flood, skipped), tmp_path, max_output_bytes=50_000)
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+    assert len(text) < 60_000 and "output beyond 50000 bytes dropped" in text
+    assert ctx.scores == {"t": 0}
+    assert nb.cells[1].outputs[-1].evalue == "ran"
+
+
+@pytest.mark.skipif(not namespaces_work(), reason="no unprivileged user namespaces (unshare -Urn)")
+def test_namespaces_keep_the_kernel_off_the_network_and_away_from_the_grader(tmp_path):
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    probe = (
+        "import os, socket\n"
+        f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    net = 'reached'\n"
+        "except OSError as err:\n    net = type(err).__name__\n"
+        "print(os.getppid(), net)"
+    )
+    sees_grader = (
+        f"try:\n    os.kill({os.getpid()}, 0)\nexcept ProcessLookupError:\n    pass\n"
+        "else:\n    raise AssertionError('the grader is visible')"
+    )
+    nb = notebook(
+        new_code_cell(probe),
+        graded_cell("loop", "while True:\n    pass"),
+        graded_cell("hidden-grader", sees_grader),
+        graded_cell("crash", "os.kill(os.getpid(), 9)"),
+    )
+    try:
+        nb, ctx = execute(nb, tmp_path, cell_timeout=3, isolation="namespaces")
+    finally:
+        server.close()
+    assert nb.cells[0].outputs[0].text.split() == ["1", "OSError"]  # its parent: the ns's init
+    assert ctx.scores == {"loop": 0, "hidden-grader": 2.0, "crash": 0.0}
+    assert ctx.reasons == [  # interrupts work, and a crash is a crash (the kernel is not PID 1)
+        "cell loop was stopped at the cell time limit (3 s)",
+        "the kernel died while running cell crash (killed by SIGKILL: out of memory, or killed)",
+    ]
