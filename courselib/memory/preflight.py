@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from courselib.errors import CourseError
+from courselib.gguf.read import GGUFInfo, read_gguf
 from courselib.memory import kv
 from courselib.memory.configs import load_config, shape_of
 from courselib.memory.estimate import estimate_inference, llama_cpp_overhead_bytes
-
-if TYPE_CHECKING:
-    from courselib.gguf.read import GGUFInfo
 
 
 def estimate_load_bytes(
@@ -46,8 +43,6 @@ def estimate_load_bytes(
 
     Example: ``estimate_load_bytes("llama-2-13b.Q4_K_M.gguf", n_ctx=2048)`` is about 9.9e9.
     """
-    from courselib.gguf.read import GGUFInfo, read_gguf  # noqa: F811 - the class at run time
-
     if isinstance(model_path, GGUFInfo) or Path(model_path).suffix == ".gguf":
         info = model_path if isinstance(model_path, GGUFInfo) else read_gguf(model_path)
         shape = shape_of(info.config)

@@ -49,14 +49,14 @@ class Accuracy:
 
     def below_floors(self, *, history: bool = False) -> list[str]:
         """What misses :data:`FLOORS`, e.g. ['lab 50% < 75%']; empty when all clear."""
-        if history:
-            return [] if self.rate >= FLOORS["history"] else [f"overall {self.rate:.0%} < 85%"]
-        out = [] if self.rate >= FLOORS["overall"] else [f"overall {self.rate:.0%} < 90%"]
-        for family, rate in self.by_family.items():
-            floor = FLOORS["unknown"] if family == "unknown" else FLOORS["family"]
-            if rate < floor:
-                out.append(f"{family} {rate:.0%} < {floor:.0%}")
-        return out
+        overall = FLOORS["history" if history else "overall"]
+        floors = [("overall", self.rate, overall)]
+        if not history:
+            floors += [
+                (family, rate, FLOORS["unknown" if family == "unknown" else "family"])
+                for family, rate in self.by_family.items()
+            ]
+        return [f"{name} {rate:.0%} < {floor:.0%}" for name, rate, floor in floors if rate < floor]
 
 
 def open_llama(path: Path, *, n_ctx: int = 512, logits_all: bool = False):
