@@ -3,8 +3,9 @@
 #   make venv    create .venv and install the course with every extra (first time ~10 min:
 #                llama-cpp-python compiles llama.cpp; later installs reuse pip's wheel cache)
 #   make models  build the offline course models into the data dir (COURSELAB_DATA_DIR)
-#   make demo    venv + models, then the end-to-end course run on the built-in models
-#   make test    venv + models, then the test suite (what CI runs)
+#   make demo    venv + models, then the end-to-end course run on the built-in models,
+#                ending with the autograder grading a sample class
+#   make test    venv + models (+ bubblewrap from Debian when root), then the test suite (CI)
 #   make bench   benchmarks, printed as tables of medians and ratios
 #   make check-models  build course-chat for 3 seeds x 1 and 2 threads; every build must clear
 #                the tests' accuracy floors (~40 min on 2 cores; nothing is published)
@@ -25,7 +26,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: venv models demo test bench check-models lint clean-models
+.PHONY: venv models sysdeps demo test bench check-models lint clean-models
 
 venv: $(STAMP)
 
@@ -42,11 +43,30 @@ $(STAMP): pyproject.toml
 models: venv
 	$(PY) -m courselib models build
 
+# The grading demo runs its kernels in the bubblewrap sandbox when bwrap is installed.
+DEMO_ISOLATION ?= $(shell command -v bwrap >/dev/null 2>&1 && echo sandbox || echo none)
+
 demo: models
 	$(PY) -m courselib demo
+	@echo; echo "== 4. Grading a sample class (python -m autograder demo, isolation $(DEMO_ISOLATION)) =="
+	$(PY) -m autograder demo "$$(mktemp -d)/course" --workers 2 --isolation $(DEMO_ISOLATION)
 
-test: models
+test: models sysdeps
 	$(PY) -m pytest -q
+
+# Debian packages the tests use beyond Python (bubblewrap: the autograder's sandbox). Installed
+# when missing and this is root with apt-get (CI); otherwise those tests skip and say why.
+SYSTEM_PACKAGES ?= bubblewrap
+sysdeps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages the tests use:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; }; \
+	else echo "not installed:$$missing (the tests that use them will skip)"; fi
 
 bench: models
 	$(PY) bench/run.py

@@ -17,7 +17,7 @@ import ast
 import sys
 from pathlib import Path
 
-from autograder.course import GradeSettings, setup
+from autograder.course import ISOLATIONS, GradeSettings, setup
 
 
 def _value(text: str):
@@ -44,6 +44,7 @@ def _settings(args, course, assignment: str) -> GradeSettings:
         cell_timeout=args.cell_timeout,
         notebook_timeout=args.notebook_timeout,
         memory_mb=args.memory_mb,
+        max_tasks=args.max_tasks,
         kernel_threads=args.kernel_threads,
         run_after_last_test=True if args.run_all_cells else None,
         stderr_fails_test=True if args.stderr_fails else None,
@@ -236,11 +237,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cell-timeout", type=float, help="seconds per cell (autograder.toml: 60)")
     s.add_argument("--notebook-timeout", type=float, help="seconds per notebook (600)")
     s.add_argument("--memory-mb", type=int, help="kernel memory cap, MiB; 0 for none (4096)")
+    s.add_argument(
+        "--max-tasks", type=int, help="processes + threads per kernel; 0 for no cap (256)"
+    )
     s.add_argument("--kernel-threads", type=int, help="CPU threads per kernel (cores / workers)")
     s.add_argument(
         "--isolation",
-        choices=["none", "namespaces"],
-        help="namespaces: no network, kernels cannot see the grader (autograder.toml: none)",
+        choices=ISOLATIONS,
+        help="namespaces: no network, kernels cannot see the grader; sandbox: also only their "
+        "own files (bubblewrap) (autograder.toml: none)",
     )
     s.add_argument(
         "--run-all-cells", action="store_true", help="also run cells after the last test"
@@ -272,9 +277,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--memory-mb", type=int, help="the cap the class will be graded with (the hog exceeds it)"
     )
-    s.add_argument(
-        "--isolation", choices=["none", "namespaces"], help="the isolation it will be graded with"
-    )
+    s.add_argument("--isolation", choices=ISOLATIONS, help="the isolation it will be graded with")
 
     s = command(
         "verify",
@@ -289,7 +292,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--labs", default="labs")
     s.add_argument("--lab", default="lab03_memory")
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--isolation", choices=["none", "namespaces"], default="none")
+    s.add_argument("--isolation", choices=ISOLATIONS, default="none")
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -27,11 +27,14 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import nbformat
 
 CONFIG_FILE = "autograder.toml"
+Isolation = Literal["none", "namespaces", "sandbox"]
+ISOLATIONS: tuple[str, ...] = get_args(Isolation)
+"""How far each kernel is kept from the grader: see ``GradeSettings.isolation``."""
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
 
@@ -54,9 +57,13 @@ class GradeSettings:
     """Also run the cells after the last test cell (they cannot change a score; off saves time)."""
     stderr_fails_test: bool = False
     """nbgrader's rule: any stderr output in a test cell scores it 0 (default: errors only)."""
-    isolation: Literal["none", "namespaces"] = "none"
+    max_tasks: int = 256
+    """Cap on the processes and threads of each kernel and all it starts (0 for none)."""
+    isolation: Isolation = "none"
     """"namespaces": each kernel in its own user, PID and network namespace (``unshare``):
-    no network, and it cannot see or signal the grader. Needs unprivileged user namespaces."""
+    no network, and it cannot see or signal the grader. Needs unprivileged user namespaces.
+    "sandbox": the same in bubblewrap, which also hides every file but the course library,
+    the models and the submission's own folder (``apt install bubblewrap``)."""
     kernel_threads: int = 0
     """Threads for torch/BLAS/llama.cpp in each kernel; 0: the cores divided by the workers."""
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -27,6 +27,8 @@ deleted-and-moved-cells    a test cell deleted, another moved to the top        
 copied-cell                a solution cell copied (same ids), the first copy wrong      yes
 reads-other-files          one solution reads the instructor's notebook by a path       --
                            relative to nbgrader's autograded/<student>/<lab>/ folder
+reads-by-absolute-path     the same by absolute path: works (full marks) unless the     --
+                           kernel runs in the sandbox
 noisy-stderr               solutions print to stderr and warn                           --
 broken-json                the file is cut in half                                      yes
 =========================  ===========================================================  ======
@@ -69,6 +71,8 @@ class Lab:
     """What the generator knows about a lab (see ``analyse``)."""
 
     release: NotebookNode
+    source: Path
+    """The instructor's notebook (solutions and hidden tests), by absolute path."""
     solutions: dict[str, str]
     """Solution cell grade_id -> the instructor's source, markers included."""
     points: dict[str, float]
@@ -142,7 +146,8 @@ def analyse(course: Course, assignment: str) -> Lab:
             f"{assignment}: no solution cell that a test uses and no other solution does"
         )
     points = {gid: float(c.metadata.nbgrader.get("points", 0)) for gid, c in tests.items()}
-    return Lab(release, solutions, points, uses, leaves)
+    source_path = Path(course.source_notebook(assignment)).resolve()
+    return Lab(release, source_path, solutions, points, uses, leaves)
 
 
 def _fill(source: str, body: list[str] | None = None, *, before: list[str] | None = None) -> str:
@@ -187,9 +192,8 @@ def _hog(memory_mb: int) -> list[str]:
     return [f"_hog = [bytearray(32 * 2**20) for _ in range({chunks})]  # past the memory cap"]
 
 
-def _reads_files(assignment: str, gid: str) -> list[str]:
-    """Fetch the instructor's solution from where stock nbgrader runs the notebook."""
-    path = f"../../../source/{assignment}/{assignment}.ipynb"
+def _reads_files(path: str, gid: str) -> list[str]:
+    """Fetch the instructor's solution from ``path`` and run it."""
     return [
         "import json",
         f"_cells = json.load(open({path!r}))['cells']",
@@ -274,7 +278,7 @@ def _crash(lab, assignment, memory_mb, **_):
 def _kills_worker(lab, assignment, memory_mb, *, isolation="none"):
     c = lab.leaf(2)
     nb = _submission(lab, {c: _fill(lab.solutions[c], before=KILL_GRADER)})
-    if isolation == "namespaces":  # its parent is the namespace's init, which ignores it
+    if isolation != "none":  # its parent is the namespace's init, which ignores it
         return nb, Expected(lab.total, lab.total, about=f"{c} tries to kill its grader: cannot")
     about = f"{c} kills the process grading it"
     return nb, Expected(0.0, lab.total, ["its grading worker died"], about=about)
@@ -331,6 +335,25 @@ def _copied(lab, assignment, memory_mb, **_):
 
 
 def _reads(lab, assignment, memory_mb, **_):
+    """From where stock nbgrader runs the notebook: the grader runs it in an empty folder."""
+    path = f"../../../source/{assignment}/{assignment}.ipynb"
+    nb, a = _reading(lab, path)
+    about = f"{a} execs the instructor's solution, read from ../../../source/"
+    return nb, Expected(lab.total - lab.lost(a), lab.total, about=about)
+
+
+def _reads_absolute(lab, assignment, memory_mb, *, isolation="none"):
+    """By absolute path: only the sandbox hides the file (else the cheat earns full marks)."""
+    nb, a = _reading(lab, str(lab.source))
+    if isolation == "sandbox":
+        about = f"{a} tries to exec the instructor's solution by absolute path: not there"
+        return nb, Expected(lab.total - lab.lost(a), lab.total, about=about)
+    about = f"{a} execs the instructor's solution, read by absolute path (no sandbox: it works)"
+    return nb, Expected(lab.total, lab.total, about=about)
+
+
+def _reading(lab, path: str) -> tuple[NotebookNode, str]:
+    """The submission whose first leaf solution reads the instructor's notebook at ``path``."""
     a = lab.leaf(0)
     source = lab.solutions[a]
     header = source.split(SOLUTION_BEGIN)[0]
@@ -340,11 +363,9 @@ def _reads(lab, assignment, memory_mb, **_):
     head, rest = header.split(f"def {signature.group(1)}(", 1)
     indent = "    "
     code = f"{head}def {signature.group(1)}(*args, **kwargs):\n" + "\n".join(
-        indent + line for line in _reads_files(assignment, a)
+        indent + line for line in _reads_files(path, a)
     )
-    nb = _submission(lab, {a: code})
-    about = f"{a} execs the instructor's solution, read from ../../../source/"
-    return nb, Expected(lab.total - lab.lost(a), lab.total, about=about)
+    return _submission(lab, {a: code}), a
 
 
 def _noisy(lab, assignment, memory_mb, **_):
@@ -379,6 +400,7 @@ VARIANTS: dict[str, Variant] = {
     "deleted-and-moved-cells": _deleted,
     "copied-cell": _copied,
     "reads-other-files": _reads,
+    "reads-by-absolute-path": _reads_absolute,
     "noisy-stderr": _noisy,
     "broken-json": _broken,
 }
@@ -397,7 +419,8 @@ def make_sample_class(
 
     ``memory_mb`` is the cap the class will be graded with: the hog allocates 256 MB past it
     (set a cap; without one the hog really takes that memory). ``isolation`` too: in
-    namespaces the notebook that kills its grader cannot.
+    namespaces or the sandbox the notebook that kills its grader cannot, and in the sandbox the
+    one that reads the instructor's notebook by absolute path finds nothing.
     """
     lab = analyse(course, assignment)
     out = Path(out)

@@ -29,6 +29,7 @@ from autograder.grade import grade
 from autograder.grade.execute import namespaces_work
 from autograder.grade.job import grade_id, is_test
 from autograder.grade.ledger import Ledger
+from autograder.grade.sandbox import sandbox_problem
 from autograder.sample_class import VARIANTS, check, make_sample_class
 
 pytestmark = pytest.mark.slow
@@ -209,15 +210,31 @@ def test_export_writes_sheet_summary_histogram_and_feedback_without_hidden_tests
         assert not leaked, (page, leaked)
 
 
-@pytest.mark.skipif(not namespaces_work(), reason="no unprivileged user namespaces (unshare -Urn)")
-def test_with_namespaces_a_notebook_cannot_kill_its_grader(tmp_path):
+ISOLATED = [
+    pytest.param(
+        "namespaces",
+        marks=pytest.mark.skipif(
+            not namespaces_work(), reason="no unprivileged user namespaces (unshare -Urn)"
+        ),
+    ),
+    pytest.param(
+        "sandbox",
+        marks=pytest.mark.skipif(sandbox_problem() is not None, reason=str(sandbox_problem())),
+    ),
+]
+
+
+@pytest.mark.parametrize("isolation", ISOLATED)
+def test_an_isolated_notebook_cannot_kill_its_grader_or_read_the_course(tmp_path, isolation):
     course = setup(tmp_path / "course", labs_dir=LABS_DIR, assignments=[LAB])
-    variants = ["correct", "crashes-kernel", "kills-its-worker"]
+    variants = ["correct", "crashes-kernel", "kills-its-worker", "reads-by-absolute-path"]
     expected = make_sample_class(
-        course, LAB, tmp_path / "class", memory_mb=768, isolation="namespaces", variants=variants
+        course, LAB, tmp_path / "class", memory_mb=768, isolation=isolation, variants=variants
     )
+    if isolation == "sandbox":  # the cheat that works without the sandbox does not in it
+        assert expected["reads-by-absolute-path"].score < expected["correct"].score
     collect(course, LAB, tmp_path / "class")
-    settings = course.settings(**GRADING, isolation="namespaces")
+    settings = course.settings(**GRADING, isolation=isolation)
     report = grade(course, LAB, workers=2, settings=settings, progress=False)
     assert (report.graded, report.pool_restarts) == (len(variants), 0)
     results = {r.student: r for r in report.results}

@@ -12,6 +12,7 @@ from autograder_data.factory import KERNELSPEC, context, graded_cell, run
 from nbformat.v4 import new_code_cell, new_notebook
 
 from autograder.grade.execute import LimitedExecute, namespaces_work
+from autograder.grade.sandbox import sandbox_problem
 from autograder.grade.score import Score
 
 pytestmark = pytest.mark.slow
@@ -97,3 +98,55 @@ def test_namespaces_keep_the_kernel_off_the_network_and_away_from_the_grader(tmp
         "cell loop was stopped at the cell time limit (3 s)",
         "the kernel died while running cell crash (killed by SIGKILL: out of memory, or killed)",
     ]
+
+
+def test_a_fork_bomb_stops_at_the_task_cap(tmp_path):
+    bomb = (
+        "import os, time\nborn = 0\n"
+        "try:\n    for _ in range(400):\n        if os.fork() == 0:\n            time.sleep(5)\n"
+        "            os._exit(0)\n        born += 1\nexcept OSError as err:\n    stopped = err\n"
+        "print(born, type(stopped).__name__)"
+    )
+    nb, ctx = execute(
+        notebook(new_code_cell(bomb), graded_cell("t", "pass")), tmp_path, max_tasks=64
+    )
+    born, error = nb.cells[0].outputs[0].text.split()
+    assert int(born) < 64 and error == "BlockingIOError"  # EAGAIN from fork, not 400 children
+    assert ctx.scores == {"t": 2.0}  # the kernel itself lives on
+
+
+@pytest.mark.skipif(sandbox_problem() is not None, reason=f"no sandbox: {sandbox_problem()}")
+def test_the_sandbox_shows_only_the_course_library_the_models_and_its_own_folder(tmp_path):
+    from courselib import settings
+
+    secret = tmp_path.parent / "gradebook.db"  # beside the submission's folder, as in a course
+    secret.write_text("every student's grades")
+    workdir = tmp_path / "ana"
+    workdir.mkdir()
+    probe = (
+        "import os, socket, pathlib, courselib\n"
+        "def seen(path):\n"
+        "    try:\n        pathlib.Path(path).read_bytes()\n        return 'read'\n"
+        "    except OSError as err:\n        return type(err).__name__\n"
+        "def wrote(path):\n"
+        "    try:\n        pathlib.Path(path).write_text('x')\n        return 'wrote'\n"
+        "    except OSError as err:\n        return type(err).__name__\n"
+        f"print(seen({str(secret)!r}), seen('/etc/shadow'), seen({__file__!r}),"
+        f" wrote('/usr/evil'), wrote(courselib.__file__ + '.evil'), wrote('mine.txt'),"
+        f" os.getuid(), os.path.isdir({str(settings.data_dir())!r}))"
+    )
+    net = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)"
+    nb = notebook(new_code_cell(probe), graded_cell("net", net), graded_cell("t", "pass"))
+    nb, ctx = execute(nb, workdir, cell_timeout=10, isolation="sandbox")
+    assert nb.cells[0].outputs[0].text.split() == [
+        "FileNotFoundError",  # the gradebook next door is not there at all
+        "FileNotFoundError",  # nor the rest of /etc
+        "FileNotFoundError",  # nor the tests (the checkout shows courselib/ only)
+        "OSError",  # /usr is read-only (EROFS)
+        "OSError",  # so is the course library
+        "wrote",  # its own folder is its own
+        "65534",  # nobody, with no capabilities
+        "True",  # the course models are readable
+    ]
+    assert (workdir / "mine.txt").read_text() == "x"
+    assert ctx.scores == {"net": 0.0, "t": 2.0}  # no network at all

@@ -368,6 +368,26 @@ def test_after_stop_the_next_reply_waits_for_the_engine_to_be_free() -> None:
     assert ui.send("and from code") == " and from code" and backend.most_active == 1
 
 
+def test_two_windows_on_one_backend_share_its_engine_thread_one_reply_at_a_time() -> None:
+    backend = SlowBackend(delay_s=0.05)
+    first, second = ChatUI(backend), ChatUI(backend)
+
+    async def chat() -> int:
+        first.input.value = "one two three"
+        second.input.value = "four five six"  # while the first window's reply streams
+        await asyncio.gather(first.task, second.task)
+        first.input.value = "seven eight"
+        await first.task
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(chat())
+    assert first.conversation.turns[-1].content == " seven eight"
+    assert second.conversation.turns[-1].content == " four five six"
+    assert backend.most_active == 1  # llama.cpp's context is not thread-safe
+    # every reply, from both windows, on one long-lived thread (not a new one per reply)
+    assert len(set(backend.threads)) == 1 and loop_thread not in backend.threads
+
+
 def test_a_backend_error_mid_stream_on_the_click_path_is_shown() -> None:
     ui = ChatUI(FailingBackend(after=2))
 

@@ -17,10 +17,15 @@ class of untrusted submissions needs:
   empty working directory, with a small environment (no instructor variables such as API keys;
   ``TQDM_DISABLE``, ``PYTHONWARNINGS=ignore`` and friends keep progress bars and warnings off
   stderr);
+- at most ``max_tasks`` processes and threads for the kernel and all it starts
+  (``limits.py --max-tasks``: a pids cgroup, else RLIMIT_NPROC);
 - with ``isolation="namespaces"`` the kernel runs under ``unshare`` in new user, PID and
   network namespaces (PID 2 under a small init, ``limits.py --init``: it cannot see or signal
   the worker, and has no network at all), talking to the worker over unix sockets (ZMQ
   ``ipc`` transport, since a new network namespace has not even loopback);
+- with ``isolation="sandbox"`` it runs in a bubblewrap sandbox (:mod:`.sandbox`): the same
+  namespaces, and a file system that shows only the course library, the models, its own
+  working folder and its socket folder;
 - at most ``max_output_bytes`` of output per cell are kept (a print loop cannot fill memory);
 - cells after the last test cell are not run unless ``run_after_last_test`` (they cannot
   change a score); the tag that makes nbclient skip a cell is a random one, so a student's
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,9 +50,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Enum, Float, Integer
+from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from autograder.grade import limits
+from autograder.course import ISOLATIONS
+from autograder.grade import limits, sandbox
 from autograder.grade.job import context, is_test
 
 QUIET_ENV = {
@@ -98,7 +105,9 @@ class LimitedKernelManager(AsyncKernelManager):
     """This Python's ipykernel, started through ``limits.py`` with the memory cap."""
 
     memory_mb = Integer(0, help="RLIMIT_DATA of the kernel in MiB (0: none)").tag(config=True)
-    isolation = Enum(["none", "namespaces"], "none", help="see GradeSettings.isolation").tag(
+    max_tasks = Integer(0, help="processes + threads of the kernel (0: no cap)").tag(config=True)
+    isolation = Enum(ISOLATIONS, "none", help="see GradeSettings.isolation").tag(config=True)
+    workdir = Unicode("", help="the kernel's working folder (the sandbox binds it)").tag(
         config=True
     )
 
@@ -115,6 +124,7 @@ class LimitedKernelManager(AsyncKernelManager):
             sys.executable,
             limits.__file__,
             f"--memory-mb={self.memory_mb}",
+            f"--max-tasks={self.max_tasks}",
             f"--parent={os.getpid()}",
             "--",
         ]
@@ -122,6 +132,10 @@ class LimitedKernelManager(AsyncKernelManager):
             # limits.py again as the namespace's PID 1: dies with unshare, runs the kernel as PID 2
             inner = [sys.executable, limits.__file__, "--init", "--"]
             return [*wrapper, *UNSHARE, *inner, *kernel]
+        if self.isolation == "sandbox":  # the connection file and sockets share one folder
+            sockets = Path(self.connection_file).parent
+            box = sandbox.bwrap_command(kernel, workdir=Path(self.workdir), writable=[sockets])
+            return [*wrapper, *box]
         return [*wrapper, *kernel]
 
 
@@ -157,9 +171,8 @@ class LimitedExecute(Execute):
         config=True
     )
     max_output_bytes = Integer(1_000_000, help="output kept per cell").tag(config=True)
-    isolation = Enum(["none", "namespaces"], "none", help="see GradeSettings.isolation").tag(
-        config=True
-    )
+    max_tasks = Integer(256, help="processes + threads of the kernel (0: no cap)").tag(config=True)
+    isolation = Enum(ISOLATIONS, "none", help="see GradeSettings.isolation").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         ctx = context(resources)
@@ -171,16 +184,22 @@ class LimitedExecute(Execute):
         self.shutdown_kernel = "immediate"
         self.kernel_manager_class = LimitedKernelManager
         self.kernel_name = "python3"
-        self.config.LimitedKernelManager.memory_mb = self.memory_mb
-        self.config.LimitedKernelManager.isolation = self.isolation
-        if self.isolation == "namespaces":  # no network inside: talk over unix sockets
-            self.config.LimitedKernelManager.transport = "ipc"
-            # an absolute socket path (the default is relative to each process's cwd), short
-            # enough for a unix socket (108 bytes)
+        manager = self.config.LimitedKernelManager
+        manager.memory_mb, manager.max_tasks = self.memory_mb, self.max_tasks
+        manager.isolation, manager.workdir = self.isolation, str(ctx.workdir)
+        sockets: Path | None = None
+        if self.isolation != "none":  # no network inside: talk over unix sockets
+            manager.transport = "ipc"
+            # One folder per kernel for its connection file and sockets (the sandbox binds just
+            # it); absolute paths (ipc's default is relative to each process's cwd), short
+            # enough for a unix socket (108 bytes).
             runtime = Path(jupyter_runtime_dir())
             runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
             sockets = runtime / f"ag-{uuid.uuid4().hex[:12]}"
-            self.config.LimitedKernelManager.ip = str(sockets)
+            sockets.mkdir()
+            manager.ip = str(sockets / "k")
+            manager.connection_file = str(sockets / "kernel.json")
+        limits.sweep()  # the cgroups of kernels that have ended
         self._bytes: dict[int, int] = {}
         deadline = monotonic() + self.notebook_timeout
         self.timeout_func = lambda cell: max(
@@ -215,6 +234,8 @@ class LimitedExecute(Execute):
         finally:
             if self.km is not None:
                 self._cleanup_kernel()
+            if sockets is not None:
+                shutil.rmtree(sockets, ignore_errors=True)
         self.set_widgets_metadata()
         return nb, self.resources
 

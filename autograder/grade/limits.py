@@ -11,12 +11,16 @@ sets, then ``exec``s the kernel command (the limits are inherited by everything 
 - ``RLIMIT_CORE`` = 0: a crash leaves no core dump.
 - ``PR_SET_PDEATHSIG``: the kernel is killed when the worker that started it dies (a killed
   worker leaves no orphan kernel running a student's infinite loop).
+- ``--max-tasks N``: at most N tasks (processes *and* threads: a kernel with torch loaded
+  runs ~20-40 threads) for the kernel and everything it starts, so a fork bomb stops at N. A
+  cgroup of the ``pids`` controller when this process may make one (root, or a delegated
+  cgroup v2 subtree: see ``cap_tasks``), else ``RLIMIT_NPROC`` (per user: counts the grading
+  user's other processes too, and is not enforced for root).
 - ``--init`` (inside ``unshare --pid --fork``): stay as PID 1 of the namespace and run the
   kernel as PID 2 (see ``run_as_init``).
 
 These are per-process limits, not a sandbox: the code can still read what the grading user can
-read, open sockets and start processes (``RLIMIT_NPROC`` counts every process of the user and
-is not enforced for root). Stronger isolation needs bubblewrap, a container or another user.
+read and open sockets; ``isolation = "sandbox"`` (bubblewrap, ``sandbox.py``) adds that.
 """
 
 from __future__ import annotations
@@ -27,9 +31,15 @@ import os
 import resource
 import signal
 import sys
+import uuid
+from pathlib import Path
 
 FILE_LIMIT_BYTES = 2**30
 PR_SET_PDEATHSIG = 1
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
+"""cgroup v1's pids hierarchy, cgroup v2's unified one."""
+CGROUP_DIR = "autograder"
+"""One cgroup per kernel under <root>/autograder/ (empty ones are removed by ``sweep``)."""
 
 
 def apply_limits(memory_mb: int) -> None:
@@ -39,6 +49,58 @@ def apply_limits(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT_BYTES, FILE_LIMIT_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def cap_tasks(n: int) -> str:
+    """Put this process in a new cgroup with ``pids.max = n``; -> how the cap is enforced."""
+    for root in CGROUP_ROOTS:
+        if not (root / "cgroup.procs").exists():
+            continue
+        try:
+            if (root / "cgroup.controllers").exists():  # v2: pids must be on for children
+                if "pids" not in (root / "cgroup.controllers").read_text().split():
+                    continue
+                (root / "cgroup.subtree_control").write_text("+pids")
+                (root / CGROUP_DIR).mkdir(exist_ok=True)
+                (root / CGROUP_DIR / "cgroup.subtree_control").write_text("+pids")
+            group = root / CGROUP_DIR / f"kernel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            group.mkdir(parents=True)
+            (group / "pids.max").write_text(str(n))
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+            return f"cgroup {group}"
+        except OSError:
+            continue  # not ours to write (no root, no delegation): try the next, then the rlimit
+    if os.geteuid() == 0:
+        return "not enforced (root ignores RLIMIT_NPROC and no pids cgroup could be made)"
+    cap = _user_tasks() + n  # RLIMIT_NPROC counts all the user's tasks, these included
+    resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))
+    return f"RLIMIT_NPROC {cap}"
+
+
+def _user_tasks() -> int:
+    """Tasks (threads) of this user now, as RLIMIT_NPROC counts them."""
+    count = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid == os.getuid():
+                count += sum(1 for _ in (proc / "task").iterdir())
+        except OSError:
+            pass  # ended while we looked
+    return count
+
+
+def sweep() -> None:
+    """Remove the empty cgroups of kernels that have ended (the kernel cannot remove its own)."""
+    for root in CGROUP_ROOTS:
+        parent = root / CGROUP_DIR
+        if not parent.is_dir():
+            continue
+        for group in parent.glob("kernel-*"):
+            try:
+                if not (group / "cgroup.procs").read_text().strip():
+                    group.rmdir()
+            except OSError:
+                pass  # still running, or gone already
 
 
 def die_with_parent(parent: int) -> None:
@@ -74,6 +136,7 @@ def run_as_init(command: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--memory-mb", type=int, default=0)
+    parser.add_argument("--max-tasks", type=int, default=0, help="processes + threads (0: none)")
     parser.add_argument("--parent", type=int, default=0, help="pid of the process starting us")
     parser.add_argument(
         "--init", action="store_true", help="be PID 1 of a namespace (see run_as_init)"
@@ -84,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     if not command:
         parser.error("no command to run")
     apply_limits(args.memory_mb)
+    if args.max_tasks > 0:
+        cap_tasks(args.max_tasks)
     die_with_parent(args.parent)
     if args.init:
         run_as_init(command)

@@ -59,6 +59,7 @@ def steps(settings: dict) -> list:
             cell_timeout=float(settings["cell_timeout"]),
             notebook_timeout=float(settings["notebook_timeout"]),
             memory_mb=int(settings["memory_mb"]),
+            max_tasks=int(settings.get("max_tasks", 0)),
             kernel_threads=max(1, int(settings["kernel_threads"])),
             run_after_last_test=bool(settings["run_after_last_test"]),
             isolation=settings.get("isolation", "none"),

@@ -43,6 +43,7 @@ from autograder.grade.execute import namespaces_work
 from autograder.grade.job import Job, Result, fingerprint, sha256_file
 from autograder.grade.ledger import Ledger
 from autograder.grade.pipeline import scored_zero
+from autograder.grade.sandbox import sandbox_problem
 
 MAX_POOL_RESTARTS = 5
 KILLED_WORKER = (
@@ -231,6 +232,11 @@ def grade(
         raise CourseError(
             "isolation = 'namespaces' needs `unshare` and unprivileged user namespaces "
             "(sysctl kernel.unprivileged_userns_clone=1); set isolation = 'none' or enable them"
+        )
+    if settings.isolation == "sandbox" and (problem := sandbox_problem()) is not None:
+        raise CourseError(
+            f"isolation = 'sandbox' cannot run here: {problem}; or grade with isolation = "
+            "'namespaces'"
         )
     workers = max(1, workers)
     if settings.kernel_threads <= 0:

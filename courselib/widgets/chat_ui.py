@@ -8,8 +8,11 @@ to first token and tokens/s live; a note says when old turns were trimmed to fit
 
 Why an asyncio task: ipykernel 7 drops widget updates made from background threads, and a
 click (Stop) is not processed while another click handler (Send) is still running. So a click
-only starts a task on the kernel's event loop. A producer thread iterates the backend's
-generator (the engine runs in it) and hands the pieces over; the task wakes for the first
+only starts a task on the kernel's event loop. A producer, on the backend's engine thread,
+iterates the backend's generator (the engine runs in it) and hands the pieces over. The engine
+thread is one long-lived thread per backend, not a new one per reply: llama.cpp decodes ~13%
+slower in a thread that has just started (measured in ``bench/bench_chat.py``), and one
+thread also keeps the engine's calls one at a time across windows. The task wakes for the first
 piece, then at most once per redraw tick (``refresh_s``) and at the end, and draws every piece
 that arrived meanwhile, on the loop's thread. Waking the loop once per token instead (one
 worker-thread round trip per piece) halved tokens/s. Between ticks the loop handles the Stop
@@ -33,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import queue
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -179,14 +184,54 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def _produce(gen: Iterator[str], handoff: _Handoff, previous: threading.Thread | None) -> None:
-    """The producer thread of one reply: iterate ``gen`` until it ends or Stop, then close it."""
+class _EngineThread:
+    """One long-lived daemon thread per backend that runs its replies' producers in turn.
+
+    Jobs run one at a time, in order: a reply stopped while the engine computes a token is
+    closed before the next reply starts (llama.cpp's context is not thread-safe).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], threading.Event] | None]
+        self._jobs = queue.SimpleQueue()
+        thread = threading.Thread(target=self._run, args=(self._jobs,), daemon=True)
+        thread.name = "ChatUI-engine"
+        thread.start()
+
+    def submit(self, job: Callable[[], None]) -> threading.Event:
+        """Queue ``job``; the returned event is set when it has run."""
+        done = threading.Event()
+        self._jobs.put((job, done))
+        return done
+
+    @staticmethod
+    def _run(jobs: queue.SimpleQueue) -> None:
+        while (item := jobs.get()) is not None:  # None: the backend is gone
+            job, done = item
+            try:
+                job()
+            finally:
+                done.set()
+
+
+_ENGINE_THREADS: weakref.WeakKeyDictionary[Backend, _EngineThread] = weakref.WeakKeyDictionary()
+_ENGINE_THREADS_LOCK = threading.Lock()
+
+
+def _engine_thread(backend: Backend) -> _EngineThread:
+    """The engine thread of ``backend``, started on first use; it ends with the backend."""
+    with _ENGINE_THREADS_LOCK:
+        engine = _ENGINE_THREADS.get(backend)
+        if engine is None:
+            engine = _ENGINE_THREADS[backend] = _EngineThread()
+            weakref.finalize(backend, engine._jobs.put, None)
+        return engine
+
+
+def _produce(gen: Iterator[str], handoff: _Handoff) -> None:
+    """The producer of one reply: iterate ``gen`` until it ends or Stop, then close it."""
     error: Exception | None = None
     try:
-        if previous is not None:
-            # The last reply's producer may still be finishing a token after Stop: one engine
-            # call at a time (llama.cpp's context is not thread-safe).
-            previous.join()
         if handoff.cancelled.is_set():
             return
         for piece in gen:
@@ -232,8 +277,8 @@ class ChatUI:
         self._stop_requested = False
         self._handoff: _Handoff | None = None
         """The streaming reply's handoff while a task pulls it (Stop cancels it)."""
-        self._producer: threading.Thread | None = None
-        """The last reply's producer thread: the next reply waits until it is done."""
+        self._produced: threading.Event | None = None
+        """Set when the last notebook reply's producer is done (send() waits for it)."""
 
         W = widgets
         # The outer box scrolls; flex-direction column-reverse around one child that never
@@ -398,8 +443,8 @@ class ChatUI:
 
     def _pull_sync(self, gen: Iterator[str], reply: _Reply) -> Exception | None:
         """Stream the reply in the caller; returns the error that ended it, if any."""
-        if self._producer is not None:
-            self._producer.join()  # a notebook reply's producer may still be closing its stream
+        if self._produced is not None:
+            self._produced.wait()  # a notebook reply's producer may still be closing its stream
         try:
             for piece in gen:
                 self._on_piece(piece, reply)
@@ -412,13 +457,9 @@ class ChatUI:
         return None
 
     async def _pull_async(self, gen: Iterator[str], reply: _Reply) -> str:
-        """Stream the reply as a task: a producer thread pulls, this task draws on the loop."""
+        """Stream the reply as a task: the engine thread pulls, this task draws on the loop."""
         handoff = self._handoff = _Handoff(asyncio.get_running_loop())
-        producer = threading.Thread(
-            target=_produce, args=(gen, handoff, self._producer), name="ChatUI-stream", daemon=True
-        )
-        self._producer = producer
-        producer.start()
+        self._produced = _engine_thread(self.backend).submit(lambda: _produce(gen, handoff))
         error: Exception | None = None
         ended = False
         next_redraw = 0.0  # the first piece is drawn as soon as it arrives
