@@ -42,7 +42,9 @@ def assert_graded(nb, *, points: int, parameter: str, solutions: list[str]) -> l
     """Lab-specific nbgrader layout; returns the source of each solution's test cell.
 
     ``points`` in locked graded cells, ``parameter`` assigned in the parameters cell, and for
-    every grade id in ``solutions`` a solution cell plus a ``test-<id>`` cell with hidden tests.
+    every grade id in ``solutions`` a solution cell plus ``test-<id>`` cells (``test-<id>`` and
+    ``test-<id>-<part>``, each worth what it checks) with hidden tests; every test cell guards
+    the student's function with ``own_work`` (calling the library's answer fails the test).
     """
     assert_clean_source(nb)
     (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -56,9 +58,22 @@ def assert_graded(nb, *, points: int, parameter: str, solutions: list[str]) -> l
         solution = cell(nb, grade_id)
         assert solution.metadata["nbgrader"]["solution"]
         assert "### BEGIN SOLUTION" in solution.source and "### END SOLUTION" in solution.source
-        tests.append(cell(nb, f"test-{grade_id}").source)
+        parts = [c.source for c in graded_cells_of(nb, grade_id)]
+        assert parts and all("= own_work(" in part for part in parts)
+        tests.append("\n".join(parts))
         assert "### BEGIN HIDDEN TESTS" in tests[-1]
     return tests
+
+
+def graded_cells_of(nb, grade_id: str) -> list:
+    """The graded test cells of solution ``grade_id``: ``test-<id>`` and ``test-<id>-<part>``."""
+    found = []
+    for c in nb.cells:
+        info = c.metadata.get("nbgrader", {})
+        gid = info.get("grade_id", "")
+        if info.get("grade") and (gid == f"test-{grade_id}" or gid.startswith(f"test-{grade_id}-")):
+            found.append(c)
+    return found
 
 
 def assert_ran_cleanly(executed: dict) -> None:

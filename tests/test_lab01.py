@@ -9,7 +9,15 @@ from __future__ import annotations
 import math
 
 import pytest
-from labcheck import LABS_DIR, assert_graded, assert_ran_cleanly, cell, output_text, read_lab
+from labcheck import (
+    LABS_DIR,
+    assert_graded,
+    assert_ran_cleanly,
+    cell,
+    graded_cells_of,
+    output_text,
+    read_lab,
+)
 
 from courselib.chat.vicuna import VICUNA_SYSTEM
 
@@ -24,11 +32,29 @@ def nb():
 def test_notebook_is_graded_source(nb) -> None:
     tests = assert_graded(nb, points=4, parameter="MODEL", solutions=["vicuna-prompt", "weight-gb"])
     assert all("render_vicuna" not in t for t in tests)  # literal expected strings only
+    setup = cell(nb, "imports").source
+    assert "courselib.chat" not in setup  # the module with the answer is not imported for them
+    namespace: dict = {}
+    exec("VICUNA_SYSTEM = " + setup.split("VICUNA_SYSTEM = ", 1)[1], namespace)
+    assert namespace["VICUNA_SYSTEM"] == VICUNA_SYSTEM  # the lab's copy matches the model's
 
 
-def _grade(nb, test_id: str, **answer) -> None:
-    """Run one graded test cell with ``answer`` (the student's functions) in its namespace."""
-    exec(cell(nb, test_id).source, {"math": math, "VICUNA_SYSTEM": VICUNA_SYSTEM, **answer})
+def _grade(nb, grade_id: str, **answer) -> None:
+    """Run the graded test cells of ``grade_id`` with ``answer`` (the student's functions)."""
+    for test in graded_cells_of(nb, grade_id):
+        exec(test.source, {"math": math, "VICUNA_SYSTEM": VICUNA_SYSTEM, **answer})
+
+
+def _points(nb, grade_id: str, **answer) -> float:
+    """Points of the test cells of ``grade_id`` that pass (nbgrader: all or nothing per cell)."""
+    total = 0.0
+    for test in graded_cells_of(nb, grade_id):
+        try:
+            exec(test.source, {"math": math, "VICUNA_SYSTEM": VICUNA_SYSTEM, **answer})
+        except AssertionError:
+            continue
+        total += test.metadata["nbgrader"]["points"]
+    return total
 
 
 def _solution(nb, grade_id: str, name: str):
@@ -38,8 +64,8 @@ def _solution(nb, grade_id: str, name: str):
 
 
 def test_graded_tests_pass_on_the_solution(nb) -> None:
-    _grade(nb, "test-vicuna-prompt", vicuna_prompt=_solution(nb, "vicuna-prompt", "vicuna_prompt"))
-    _grade(nb, "test-weight-gb", weight_gb=_solution(nb, "weight-gb", "weight_gb"))
+    _grade(nb, "vicuna-prompt", vicuna_prompt=_solution(nb, "vicuna-prompt", "vicuna_prompt"))
+    _grade(nb, "weight-gb", weight_gb=_solution(nb, "weight-gb", "weight_gb"))
 
 
 def _no_eos(turns, system=VICUNA_SYSTEM):
@@ -71,7 +97,21 @@ def _stripped_system(turns, system=VICUNA_SYSTEM):
 @pytest.mark.parametrize("wrong", [_no_eos, _always_prompt, _with_bos, _newlines, _stripped_system])
 def test_graded_tests_reject_wrong_formatters(nb, wrong) -> None:
     with pytest.raises(AssertionError):
-        _grade(nb, "test-vicuna-prompt", vicuna_prompt=wrong)
+        _grade(nb, "vicuna-prompt", vicuna_prompt=wrong)
+
+
+def test_partial_credit_and_no_points_for_calling_the_library(nb) -> None:
+    solution = _solution(nb, "vicuna-prompt", "vicuna_prompt")
+    assert _points(nb, "vicuna-prompt", vicuna_prompt=solution) == 3
+    # right but for an empty system prompt: only the edge-case cell (1 point) is lost
+    assert _points(nb, "vicuna-prompt", vicuna_prompt=_stripped_system) == 2
+
+    def borrowed(turns, system=VICUNA_SYSTEM):
+        from courselib.chat.vicuna import render_vicuna
+
+        return render_vicuna(turns, system=system)
+
+    assert _points(nb, "vicuna-prompt", vicuna_prompt=borrowed) == 0
 
 
 @pytest.mark.parametrize(
@@ -84,7 +124,7 @@ def test_graded_tests_reject_wrong_formatters(nb, wrong) -> None:
 )
 def test_graded_tests_reject_wrong_sizes(nb, wrong) -> None:
     with pytest.raises(AssertionError):
-        _grade(nb, "test-weight-gb", weight_gb=wrong)
+        _grade(nb, "weight-gb", weight_gb=wrong)
 
 
 @pytest.mark.slow

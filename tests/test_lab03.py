@@ -9,7 +9,15 @@ from __future__ import annotations
 import math
 
 import pytest
-from labcheck import LABS_DIR, assert_graded, assert_ran_cleanly, cell, output_text, read_lab
+from labcheck import (
+    LABS_DIR,
+    assert_graded,
+    assert_ran_cleanly,
+    cell,
+    graded_cells_of,
+    output_text,
+    read_lab,
+)
 
 NOTEBOOK = LABS_DIR / "lab03_memory/lab03_memory.ipynb"
 SOLUTIONS = {
@@ -27,8 +35,10 @@ def nb():
 
 def test_notebook_is_graded_source(nb) -> None:
     tests = assert_graded(nb, points=8, parameter="MEASURE_MODEL", solutions=list(SOLUTIONS))
-    for test in tests:
-        assert "courselib" not in test and "count_params" not in test  # literal numbers only
+    for test in tests:  # literal numbers only: nothing computed by the library
+        assert "count_params" not in test and "courselib.memory" not in test
+    setup = cell(nb, "imports").source  # the answers are not one import away
+    assert "count_params" not in setup and "lora_params" not in setup
 
 
 def _namespace(nb) -> dict:
@@ -39,9 +49,26 @@ def _namespace(nb) -> dict:
     return namespace
 
 
-def _grade(nb, grade_id: str, **replace) -> None:
+def _grade(nb, grade_id: str, **replace) -> dict[str, bool]:
+    """Run every test cell of ``grade_id``; -> which passed (raises if none failed... no: see
+    ``_points``). Raises the first AssertionError, as nbgrader would score that cell 0."""
     namespace = {**_namespace(nb), **replace}
-    exec(cell(nb, f"test-{grade_id}").source, namespace)
+    for test in graded_cells_of(nb, grade_id):
+        exec(test.source, namespace)
+    return namespace
+
+
+def _points(nb, grade_id: str, **replace) -> float:
+    """Points the test cells of ``grade_id`` give, each on its own (nbgrader: all or nothing
+    per cell)."""
+    total = 0.0
+    for test in graded_cells_of(nb, grade_id):
+        try:
+            exec(test.source, {**_namespace(nb), **replace})
+        except AssertionError:
+            continue
+        total += test.metadata["nbgrader"]["points"]
+    return total
 
 
 @pytest.mark.parametrize("grade_id", list(SOLUTIONS))
@@ -153,3 +180,33 @@ def test_solution_notebook_runs_end_to_end(run_notebook, course_hf, course_gguf)
         assert quantity in measured
     yours = text_of("yours = pd.DataFrame(")
     assert "fp32 weights" in yours and "llama.cpp KV, 512 cells" in yours
+
+
+def test_a_solution_that_calls_the_library_scores_nothing(nb) -> None:
+    def llama_params(hidden, layers, heads, kv_heads, ffn, vocab, tied=False):
+        from courselib.memory import count_params  # "one import away"
+
+        config = {"hidden_size": hidden, "num_hidden_layers": layers, "vocab_size": vocab}
+        config |= {"num_attention_heads": heads, "num_key_value_heads": kv_heads}
+        config |= {"intermediate_size": ffn, "tie_word_embeddings": tied}
+        return count_params(config | {"architectures": ["LlamaForCausalLM"]}).total
+
+    assert _points(nb, "llama-params", llama_params=llama_params) == 0
+    assert _points(nb, "llama-params") == 3  # the student's own formula: full marks
+
+    def kv_cache_bytes(layers, kv_heads, head_dim, n_ctx, batch=1, bytes_per_value=2):
+        from courselib.memory.kv import kv_cache_bytes as library
+
+        return library(None, n_ctx=n_ctx)
+
+    assert _points(nb, "kv-cache", kv_cache_bytes=kv_cache_bytes) == 0
+
+
+def test_partial_credit_each_test_cell_is_worth_what_it_checks(nb) -> None:
+    assert _points(nb, "llama-params", llama_params=_no_gqa) == 2  # LLaMA 1 right, GQA wrong
+    batchless = {
+        "kv_cache_bytes": lambda L, kv, d, n, batch=1, bytes_per_value=2: (
+            2 * L * kv * d * bytes_per_value * n
+        )
+    }
+    assert _points(nb, "kv-cache", **batchless) == 1  # forgets the batch: the options cell
