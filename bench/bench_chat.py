@@ -9,9 +9,12 @@
    bandwidth under-measured on a busy machine).
 3. ChatUI streaming overhead vs iterating the raw backend: time to first token and tokens/s,
    for the synchronous path (ui.send) and the notebook path (Enter starts an asyncio task on a
-   running loop; a producer thread pulls the tokens, the task draws them once per redraw tick),
-   as ratios to raw and the first token's delay vs raw in ms. Raw from a new thread too: the
-   engine's own speed off the main thread, apart from the UI's cost.
+   running loop; the backend's long-lived engine thread pulls the tokens, the task draws them
+   once per redraw tick), as ratios to raw and the first token's delay vs raw in ms; and raw
+   from a new thread (the engine off the main thread, no UI). The paths take turns, one reply
+   each per round; "vs raw" is the median over rounds of each round's ratio, so the machine's
+   drift (on a shared VM, 2x between minutes) cancels. Every path runs llama.cpp on another
+   thread of one process: what libgomp's per-thread teams cost is in docs/facts.md#openmp-teams.
 
 Run: ``python bench/run.py --only chat [--quick]``.
 """
@@ -90,21 +93,23 @@ def main(args) -> None:
     try:
         config = GenerationConfig(max_tokens=max_tokens, temperature=0.0)
         messages = [Message("system", "You are a benchmark."), Message("user", DEFAULT_PROMPT)]
-        raw, raw_thread, sync, task = [], [], [], []
+        paths = {
+            "raw backend.stream": lambda: _raw_stream(backend, messages, config),
+            "raw, from a new thread": lambda: _raw_stream_in_thread(backend, messages, config),
+            "ChatUI.send (sync)": lambda: _ui_sync(backend, config),
+            "ChatUI click (asyncio task)": lambda: _ui_task(backend, config),
+        }
+        runs: dict[str, list[tuple[int, float, float]]] = {name: [] for name in paths}
         for _ in range(ui_runs):
-            raw.append(_raw_stream(backend, messages, config))
-            raw_thread.append(_raw_stream_in_thread(backend, messages, config))
-            sync.append(_ui_sync(backend, config))
-            task.append(_ui_task(backend, config))
-        base = _stream_row("raw backend.stream", raw)
-        rows = [
-            base,
-            _stream_row("raw, from a new thread", raw_thread),
-            _stream_row("ChatUI.send (sync)", sync),
-            _stream_row("ChatUI click (asyncio task)", task),
-        ]
-        for row in rows:  # medians of each path, compared with raw's medians
-            row += [row[3] / base[3], row[2] - base[2]]
+            for name, run in paths.items():
+                runs[name].append(run())
+        raw = runs["raw backend.stream"]
+        rows = []
+        for name, measured in runs.items():  # each round's ratio to raw's run of that round
+            row = _stream_row(name, measured)
+            ratio = statistics.median(m[2] / r[2] for m, r in zip(measured, raw, strict=True))
+            delay = statistics.median(m[1] - r[1] for m, r in zip(measured, raw, strict=True))
+            rows.append([*row, ratio, delay * 1000])
         _table(
             f"3. ChatUI streaming overhead (llama.cpp Q4_0, {ui_runs} runs each, interleaved)",
             [

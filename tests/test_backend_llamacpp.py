@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+import time
+
 import pytest
 
 from courselib.backends import open_backend
@@ -163,3 +168,45 @@ def test_prompt_text_is_what_llama_cpp_is_fed(backend):
     assert backend.encode(backend.template.render(messages)) == backend.llm.tokenize(
         text.encode(), add_bos=True, special=True
     )
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_no_thread_keeps_openmp_workers_after_a_reply(backend):
+    """libgomp keeps a team per thread that decoded; two teams on a small machine halve decode
+    speed on every thread (docs/facts.md#openmp-teams), so each reply frees its team."""
+    if backend.llm.context_params.n_threads < 2:
+        pytest.skip("one decoding thread: llama.cpp starts no OpenMP workers to keep")
+    config = GenerationConfig(max_tokens=4, temperature=0.0)
+    messages = [Message("user", "What is the capital of Japan?")]
+    kept = _in_a_kept_thread(backend)  # started (and counted) before the baseline
+    before = _threads()
+    for run in (lambda: backend.complete(messages, config=config), kept):
+        run()
+        deadline = time.monotonic() + 5
+        while _threads() > before and time.monotonic() < deadline:
+            time.sleep(0.05)  # the workers exit on their own once told to
+        assert _threads() == before
+
+
+def _in_a_kept_thread(backend):
+    """A reply from a second thread that stays alive (as the chat window's engine thread)."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    config = GenerationConfig(max_tokens=4, temperature=0.0)
+    messages = [Message("user", "What is the capital of Japan?")]
+
+    def serve() -> None:
+        while jobs.get() is not None:
+            done.put(backend.complete(messages, config=config))
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def run() -> None:
+        jobs.put(1)
+        done.get(timeout=60)
+
+    return run

@@ -19,6 +19,9 @@ Example::
 from __future__ import annotations
 
 import codecs
+import ctypes
+import functools
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -149,6 +152,31 @@ class LlamaCppBackend(Backend):
             yield clean.flush() + utf8.decode(b"", final=True)
         finally:
             tokens.close()
+            release_openmp_threads()
+
+
+def release_openmp_threads() -> None:
+    """Free the OpenMP worker threads the calling thread owns (docs/facts.md#openmp-teams).
+
+    llama.cpp's CPU backend computes each token in an OpenMP team owned by the thread that
+    called it, and libgomp keeps that team when the call returns. Once two threads have decoded
+    (a notebook cell, then the chat window's engine thread), libgomp manages more threads than
+    there are CPUs and cuts every team's spin-wait short, so decoding on *any* thread runs
+    about 2x slower from then on (course-bench Q4_0, 2 cores: 110 -> 55 tokens/s). Freeing the
+    team after each reply costs one thread start at the next. A no-op where llama.cpp was built
+    without OpenMP (libgomp not loaded).
+    """
+    gomp = _libgomp()
+    if gomp is not None:
+        gomp.omp_pause_resource_all(1)  # omp_pause_soft: this thread's pool only
+
+
+@functools.cache
+def _libgomp():
+    try:  # RTLD_NOLOAD: only the copy llama.cpp already loaded, never load one
+        return ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+    except (OSError, AttributeError):
+        return None
 
     def close(self) -> None:
         """Free the model and its context."""

@@ -10,9 +10,8 @@ Why an asyncio task: ipykernel 7 drops widget updates made from background threa
 click (Stop) is not processed while another click handler (Send) is still running. So a click
 only starts a task on the kernel's event loop. A producer, on the backend's engine thread,
 iterates the backend's generator (the engine runs in it) and hands the pieces over. The engine
-thread is one long-lived thread per backend, not a new one per reply: llama.cpp decodes ~13%
-slower in a thread that has just started (measured in ``bench/bench_chat.py``), and one
-thread also keeps the engine's calls one at a time across windows. The task wakes for the first
+thread is one long-lived thread per backend, so the engine's calls run one at a time even when
+several windows share a backend (llama.cpp's context is not thread-safe). The task wakes for the first
 piece, then at most once per redraw tick (``refresh_s``) and at the end, and draws every piece
 that arrived meanwhile, on the loop's thread. Waking the loop once per token instead (one
 worker-thread round trip per piece) halved tokens/s. Between ticks the loop handles the Stop
