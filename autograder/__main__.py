@@ -100,6 +100,7 @@ def cmd_grade(args) -> int:
             force=args.force,
             settings=_settings(args, course, lab),
             progress=not args.quiet,
+            dask=args.dask,
         )
         done = report.submissions - report.planned
         print(
@@ -232,6 +233,15 @@ def parser() -> argparse.ArgumentParser:
     s = command("grade", cmd_grade, "grade what is missing or changed (resumable)")
     s.add_argument("lab", nargs="?", help="the lab (default: every lab with submissions)")
     s.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    s.add_argument(
+        "--dask",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="grade on a Dask cluster: alone, a local one of --workers processes; with a "
+        "scheduler address (tcp://host:8786), that cluster (its workers must share the course "
+        "directory's file system)",
+    )
     s.add_argument("--limit", type=int, help="stop after grading this many")
     s.add_argument("--force", action="store_true", help="regrade everything")
     s.add_argument("--cell-timeout", type=float, help="seconds per cell (autograder.toml: 60)")

@@ -29,6 +29,7 @@ reads-other-files          one solution reads the instructor's notebook by a pat
                            relative to nbgrader's autograded/<student>/<lab>/ folder
 reads-by-absolute-path     the same by absolute path: works (full marks) unless the     --
                            kernel runs in the sandbox
+tries-the-network          a solution connects to the internet before answering         --
 noisy-stderr               solutions print to stderr and warn                           --
 broken-json                the file is cut in half                                      yes
 =========================  ===========================================================  ======
@@ -94,7 +95,11 @@ class Lab:
         return self.leaves[k % len(self.leaves)]
 
     def test_of(self, solution: str) -> str:
-        return next(t for t in self.points if solution in self.uses[t])
+        return self.tests_of(solution)[0]
+
+    def tests_of(self, solution: str) -> list[str]:
+        """The test cells that use ``solution``, in notebook order."""
+        return [t for t in self.points if solution in self.uses[t]]
 
 
 def _names(source: str) -> tuple[set[str], set[str]]:
@@ -231,8 +236,9 @@ def _syntax(lab, assignment, memory_mb, **_):
 def _loop(lab, assignment, memory_mb, **_):
     c = lab.leaf(2)
     nb = _submission(lab, {c: _fill(lab.solutions[c], before=LOOP)})
-    reason = f"{lab.test_of(c)} was stopped at the cell time limit"
-    return nb, Expected(lab.total - lab.lost(c), lab.total, [reason], about=f"{c} loops forever")
+    # interrupted in every test cell that calls it (a test cell is worth what it checks)
+    reasons = [f"{t} was stopped at the cell time limit" for t in lab.tests_of(c)]
+    return nb, Expected(lab.total - lab.lost(c), lab.total, reasons, about=f"{c} loops forever")
 
 
 def _lost_from(lab: Lab, test: str, broken: str) -> float:
@@ -368,6 +374,20 @@ def _reading(lab, path: str) -> tuple[NotebookNode, str]:
     return _submission(lab, {a: code}), a
 
 
+def _network(lab, assignment, memory_mb, **_):
+    """Phones home before answering: the grade must not depend on it, nor the run hang."""
+    a = lab.leaf(0)
+    call = [
+        "import socket",
+        "try:",
+        "    socket.create_connection(('1.1.1.1', 443), timeout=2).close()  # the internet",
+        "except OSError:",
+        "    pass",
+    ]
+    nb = _submission(lab, {a: _fill(lab.solutions[a], before=call)})
+    return nb, Expected(lab.total, lab.total, about=f"{a} opens a connection to the internet")
+
+
 def _noisy(lab, assignment, memory_mb, **_):
     noise = [
         "import sys, warnings",
@@ -401,6 +421,7 @@ VARIANTS: dict[str, Variant] = {
     "copied-cell": _copied,
     "reads-other-files": _reads,
     "reads-by-absolute-path": _reads_absolute,
+    "tries-the-network": _network,
     "noisy-stderr": _noisy,
     "broken-json": _broken,
 }

@@ -240,3 +240,18 @@ def test_an_isolated_notebook_cannot_kill_its_grader_or_read_the_course(tmp_path
     results = {r.student: r for r in report.results}
     problems = {s: check(e, results[s].score, results[s].reasons) for s, e in expected.items()}
     assert {s: p for s, p in problems.items() if p} == {}
+
+
+def test_on_a_local_dask_cluster_every_submission_gets_its_expected_score(tmp_path):
+    course = setup(tmp_path / "course", labs_dir=LABS_DIR, assignments=[LAB])
+    variants = ["correct", "partly-correct", "infinite-loop", "kills-its-worker"]
+    expected = make_sample_class(course, LAB, tmp_path / "class", memory_mb=768, variants=variants)
+    collect(course, LAB, tmp_path / "class")
+    settings = course.settings(**GRADING)
+    report = grade(course, LAB, workers=2, settings=settings, progress=False, dask="local")
+    assert sorted(r.student for r in report.results) == sorted(variants)  # each once
+    results = {r.student: r for r in report.results}
+    problems = {s: check(e, results[s].score, results[s].reasons) for s, e in expected.items()}
+    assert {s: p for s, p in problems.items() if p} == {}
+    with sqlite3.connect(course.db_path) as db:  # one gradebook row per submission
+        assert db.execute("SELECT count(*) FROM autograder_results").fetchone()[0] == 4

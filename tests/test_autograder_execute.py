@@ -3,9 +3,11 @@ student's ``skip-execution`` tag. One kernel per test (about a second each)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
+import threading
 
 import pytest
 from autograder_data.factory import KERNELSPEC, context, graded_cell, run
@@ -135,9 +137,13 @@ def test_the_sandbox_shows_only_the_course_library_the_models_and_its_own_folder
         f" wrote('/usr/evil'), wrote(courselib.__file__ + '.evil'), wrote('mine.txt'),"
         f" os.getuid(), os.path.isdir({str(settings.data_dir())!r}))"
     )
-    net = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)"
+    outside = socket.create_server(("127.0.0.1", 0))  # anything but the course server
+    net = f"import socket\nsocket.create_connection(('127.0.0.1', {outside.getsockname()[1]}), 2)"
     nb = notebook(new_code_cell(probe), graded_cell("net", net), graded_cell("t", "pass"))
-    nb, ctx = execute(nb, workdir, cell_timeout=10, isolation="sandbox")
+    try:
+        nb, ctx = execute(nb, workdir, cell_timeout=10, isolation="sandbox")
+    finally:
+        outside.close()
     assert nb.cells[0].outputs[0].text.split() == [
         "FileNotFoundError",  # the gradebook next door is not there at all
         "FileNotFoundError",  # nor the rest of /etc
@@ -150,3 +156,51 @@ def test_the_sandbox_shows_only_the_course_library_the_models_and_its_own_folder
     ]
     assert (workdir / "mine.txt").read_text() == "x"
     assert ctx.scores == {"net": 0.0, "t": 2.0}  # no network at all
+
+
+@pytest.mark.skipif(sandbox_problem() is not None, reason=f"no sandbox: {sandbox_problem()}")
+def test_the_sandbox_reaches_the_course_server_and_nothing_else(tmp_path, monkeypatch):
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            body = json.dumps({"path": self.path, "key": self.headers["Authorization"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    # a host name, as a class server has: the sandbox's /etc/hosts sends it to the forwarder
+    monkeypatch.setenv("COURSELAB_SERVER_URL", f"http://localhost:{port}/v1")
+    ask = (
+        "import json, os, urllib.request\n"
+        "url = os.environ['COURSELAB_SERVER_URL'] + '/models'\n"
+        "request = urllib.request.Request(url, headers={'Authorization': 'Bearer sk-ada'})\n"
+        "print(urllib.request.urlopen(request, timeout=10).read().decode())"
+    )
+    other = f"import socket\nsocket.create_connection(('127.0.0.1', {port + 1}), 2)"
+    nb = notebook(new_code_cell(ask), graded_cell("other-port", other), graded_cell("t", "pass"))
+    try:
+        nb, ctx = execute(nb, tmp_path, cell_timeout=20, isolation="sandbox")
+    finally:
+        server.shutdown()
+    assert json.loads(nb.cells[0].outputs[0].text) == {"path": "/v1/models", "key": "Bearer sk-ada"}
+    assert ctx.scores == {"other-port": 0.0, "t": 2.0}
+
+
+def test_a_route_to_the_server_by_ip_dials_loopback_and_refuses_low_ports(tmp_path):
+    from autograder.course import CourseError
+    from autograder.grade.sandbox import route_to_server
+
+    route = route_to_server("http://10.1.2.3:8000/v1", tmp_path)
+    assert (route.url, route.host, route.port) == ("http://127.0.0.1:8000/v1", "10.1.2.3", 8000)
+    named = route_to_server("https://llm.example.edu:8443/v1", tmp_path)
+    assert named.url == "https://llm.example.edu:8443/v1"  # TLS names still match
+    assert "127.0.0.1 llm.example.edu" in named.hosts_file.read_text()
+    with pytest.raises(CourseError, match="port 443"):
+        route_to_server("https://llm.example.edu/v1", tmp_path)
+    assert route_to_server("", tmp_path) is None

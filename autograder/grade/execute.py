@@ -50,11 +50,12 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Enum, Float, Integer, Unicode
+from traitlets import Any, Bool, Enum, Float, Integer, Unicode
 
 from autograder.course import ISOLATIONS
 from autograder.grade import limits, sandbox
 from autograder.grade.job import context, is_test
+from courselib import settings
 
 QUIET_ENV = {
     "PYTHONWARNINGS": "ignore",
@@ -73,11 +74,10 @@ QUIET_ENV = {
 PASS_THROUGH = ("LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "SSL_CERT_FILE")
 
 
-def kernel_env(workdir: Path, *, threads: int) -> dict[str, str]:
+def kernel_env(workdir: Path, *, threads: int, server_url: str | None = None) -> dict[str, str]:
     """The kernel's whole environment: paths into its own folder, the course's settings
-    (models, class server; never the API key), quiet libraries, ``threads`` CPU threads."""
-    from courselib import settings
-
+    (models, class server, as ``server_url`` when given; never the API key), quiet libraries,
+    ``threads`` CPU threads."""
     home = workdir / "home"
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
@@ -92,7 +92,7 @@ def kernel_env(workdir: Path, *, threads: int) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "COURSELAB_CONFIG": str(home / "no-config.toml"),
         "COURSELAB_DATA_DIR": str(settings.data_dir()),
-        "COURSELAB_SERVER_URL": str(settings.resolve("server_url")),
+        "COURSELAB_SERVER_URL": server_url or str(settings.resolve("server_url")),
         "COURSELAB_THREADS": str(threads),
         "OMP_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
@@ -110,6 +110,7 @@ class LimitedKernelManager(AsyncKernelManager):
     workdir = Unicode("", help="the kernel's working folder (the sandbox binds it)").tag(
         config=True
     )
+    route = Any(None, help="the sandbox's sandbox.ServerRoute to the course server, or None")
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         kernel = [
@@ -134,7 +135,9 @@ class LimitedKernelManager(AsyncKernelManager):
             return [*wrapper, *UNSHARE, *inner, *kernel]
         if self.isolation == "sandbox":  # the connection file and sockets share one folder
             sockets = Path(self.connection_file).parent
-            box = sandbox.bwrap_command(kernel, workdir=Path(self.workdir), writable=[sockets])
+            box = sandbox.bwrap_command(
+                kernel, workdir=Path(self.workdir), writable=[sockets], route=self.route
+            )
             return [*wrapper, *box]
         return [*wrapper, *kernel]
 
@@ -200,6 +203,10 @@ class LimitedExecute(Execute):
             manager.ip = str(sockets / "k")
             manager.connection_file = str(sockets / "kernel.json")
         limits.sweep()  # the cgroups of kernels that have ended
+        route = None
+        if self.isolation == "sandbox":
+            route = sandbox.route_to_server(str(settings.resolve("server_url")), sockets)
+        forward = sandbox.ServerForward(route) if route is not None else None
         self._bytes: dict[int, int] = {}
         deadline = monotonic() + self.notebook_timeout
         self.timeout_func = lambda cell: max(
@@ -210,8 +217,10 @@ class LimitedExecute(Execute):
         last = len(nb.cells) if self.run_after_last_test or not tests else tests[-1]
         stop: str | None = None
         self.km = self.create_kernel_manager()
+        self.km.route = route
         try:
-            env = kernel_env(ctx.workdir, threads=self.kernel_threads)
+            server_url = route.url if route is not None else None
+            env = kernel_env(ctx.workdir, threads=self.kernel_threads, server_url=server_url)
             quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # not the cells'
             self.start_new_kernel(cwd=str(ctx.workdir), env=env, **quiet)
             self.start_new_kernel_client()
@@ -234,6 +243,8 @@ class LimitedExecute(Execute):
         finally:
             if self.km is not None:
                 self._cleanup_kernel()
+            if forward is not None:
+                forward.close()
             if sockets is not None:
                 shutil.rmtree(sockets, ignore_errors=True)
         self.set_widgets_metadata()

@@ -18,6 +18,9 @@ sets, then ``exec``s the kernel command (the limits are inherited by everything 
   user's other processes too, and is not enforced for root).
 - ``--init`` (inside ``unshare --pid --fork``): stay as PID 1 of the namespace and run the
   kernel as PID 2 (see ``run_as_init``).
+- ``--forward PORT=SOCKET`` (inside the sandbox): a child process listens on 127.0.0.1:PORT
+  and pipes every connection to the unix socket SOCKET, where the grader pipes it on to the
+  course server (``forward``): the one way out of a sandbox with no network.
 
 These are per-process limits, not a sandbox: the code can still read what the grading user can
 read and open sockets; ``isolation = "sandbox"`` (bubblewrap, ``sandbox.py``) adds that.
@@ -26,12 +29,16 @@ read and open sockets; ``isolation = "sandbox"`` (bubblewrap, ``sandbox.py``) ad
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import resource
 import signal
+import socket
 import sys
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 FILE_LIMIT_BYTES = 2**30
@@ -40,6 +47,8 @@ CGROUP_ROOTS = (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup"))
 """cgroup v1's pids hierarchy, cgroup v2's unified one."""
 CGROUP_DIR = "autograder"
 """One cgroup per kernel under <root>/autograder/ (empty ones are removed by ``sweep``)."""
+MAX_CONNECTIONS = 16
+"""Connections to the course server one kernel may hold open at once."""
 
 
 def apply_limits(memory_mb: int) -> None:
@@ -103,6 +112,64 @@ def sweep() -> None:
                 pass  # still running, or gone already
 
 
+def forward(listener: socket.socket, connect: Callable[[], socket.socket]) -> None:
+    """Accept on ``listener`` until it is closed; pipe each connection both ways to a new
+    ``connect()`` (threads; at most ``MAX_CONNECTIONS`` at once, the rest wait)."""
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return  # closed: the kernel or the grading of this notebook is over
+        slots.acquire()
+        threading.Thread(target=_connection, args=(client, connect, slots), daemon=True).start()
+
+
+def _connection(client: socket.socket, connect, slots: threading.BoundedSemaphore) -> None:
+    try:
+        try:
+            upstream = connect()
+        except OSError:
+            return  # the course server is down: the student's client sees the close
+        with upstream:
+            other = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            other.start()
+            _pipe(client, upstream)
+            other.join()
+    finally:
+        client.close()
+        slots.release()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy until ``src`` ends, then end ``dst``'s sending side (HTTP keeps reading)."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def start_forwarder(port: int, path: str) -> None:
+    """Fork a child that listens on 127.0.0.1:``port`` and pipes to the unix socket ``path``."""
+    listener = socket.create_server(("127.0.0.1", port))
+    if os.fork() != 0:
+        listener.close()
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is for the kernel
+
+    def connect() -> socket.socket:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(path)
+        return upstream
+
+    forward(listener, connect)
+    os._exit(0)
+
+
 def die_with_parent(parent: int) -> None:
     """Get SIGKILL when the parent dies; exit now if it already has."""
     if sys.platform.startswith("linux"):
@@ -141,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--init", action="store_true", help="be PID 1 of a namespace (see run_as_init)"
     )
+    parser.add_argument(
+        "--forward", metavar="PORT=SOCKET", help="pipe 127.0.0.1:PORT to a unix socket"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -149,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     apply_limits(args.memory_mb)
     if args.max_tasks > 0:
         cap_tasks(args.max_tasks)
+    if args.forward:
+        port, path = args.forward.split("=", 1)
+        start_forwarder(int(port), path)
     die_with_parent(args.parent)
     if args.init:
         run_as_init(command)

@@ -137,10 +137,13 @@ def _init_worker(runtime_dir: str) -> None:
     import autograder.grade.pipeline  # noqa: F401  (import once per worker, not per job)
 
 
-def _work(job: Job, running: str) -> Result:
-    """Run in a worker: grade one job, with a marker file while it runs."""
+def work(job: Job, running: str, runtime: str | None = None) -> Result:
+    """Run in a worker: grade one job, with a marker file while it runs. ``runtime``: set up the
+    worker first if this process has not been (a Dask worker has no initializer)."""
     from autograder.grade.pipeline import grade_one
 
+    if runtime is not None and os.environ.get("JUPYTER_RUNTIME_DIR") != runtime:
+        _init_worker(runtime)
     marker = Path(running) / job.student
     marker.touch()
     try:
@@ -149,7 +152,7 @@ def _work(job: Job, running: str) -> Result:
         marker.unlink(missing_ok=True)
 
 
-def _error(job: Job, why: str) -> Result:
+def error(job: Job, why: str) -> Result:
     return Result(job.student, job.assignment, job.fingerprint, status="error", reasons=[why])
 
 
@@ -173,7 +176,7 @@ def _run_pool(
             initializer=_init_worker,
             initargs=(str(runtime),),
         ) as pool:
-            futures = {pool.submit(_work, job, str(running)): job for job in batch}
+            futures = {pool.submit(work, job, str(running)): job for job in batch}
             try:
                 for future in as_completed(futures):
                     job = futures[future]
@@ -183,7 +186,7 @@ def _run_pool(
                         broken.append(job)
                         continue
                     except Exception as err:  # the worker raised outside grade_one's guard
-                        result = _error(job, f"grader error: {type(err).__name__}: {err}")
+                        result = error(job, f"grader error: {type(err).__name__}: {err}")
                     handle(result)
             except KeyboardInterrupt:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -222,10 +225,13 @@ def grade(
     force: bool = False,
     settings: GradeSettings | None = None,
     progress: bool = True,
+    dask: str | None = None,
 ) -> RunReport:
     """Grade what is missing or changed for ``assignment``; scores go into the gradebook.
 
     Workers are spawned processes: in a script, call this under ``if __name__ == "__main__":``.
+    ``dask``: grade on a Dask cluster instead of the local pool: "local" (a local cluster of
+    ``workers`` processes) or a scheduler's address (:mod:`autograder.grade.cluster`).
     """
     settings = replace(settings or course.settings())
     if settings.isolation == "namespaces" and not namespaces_work():
@@ -241,7 +247,9 @@ def grade(
     workers = max(1, workers)
     if settings.kernel_threads <= 0:
         settings.kernel_threads = max(1, (os.cpu_count() or 1) // workers)
-    scratch = Path(tempfile.mkdtemp(prefix="autograder-run-"))
+    # On a remote cluster every worker needs the run's folder: beside the course (shared).
+    remote = dask not in (None, "local")
+    scratch = Path(tempfile.mkdtemp(prefix="autograder-run-", dir=course.root if remote else None))
     start = monotonic()
     try:
         snapshot = _snapshot(course)
@@ -256,7 +264,7 @@ def grade(
         report = RunReport(assignment, submissions=found, planned=len(jobs), workers=workers)
         jobs = jobs[:limit] if limit is not None else jobs
         if jobs:
-            _grade_jobs(course, jobs, report, scratch, progress=progress)
+            _grade_jobs(course, jobs, report, scratch, progress=progress, dask=dask)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report.seconds = monotonic() - start
@@ -264,7 +272,13 @@ def grade(
 
 
 def _grade_jobs(
-    course: Course, jobs: list[Job], report: RunReport, scratch: Path, *, progress: bool
+    course: Course,
+    jobs: list[Job],
+    report: RunReport,
+    scratch: Path,
+    *,
+    progress: bool,
+    dask: str | None,
 ) -> None:
     assignment = report.assignment
     bar = tqdm(total=len(jobs), desc=f"grading {assignment}", unit="nb", disable=not progress)
@@ -282,6 +296,14 @@ def _grade_jobs(
             bar.update()
 
         try:
-            report.pool_restarts = _run_pool(jobs, report.workers, scratch, handle)
+            if dask is None:
+                report.pool_restarts = _run_pool(jobs, report.workers, scratch, handle)
+            else:
+                from autograder.grade.cluster import run_on_dask
+
+                address = None if dask == "local" else dask
+                run_on_dask(
+                    jobs, address=address, workers=report.workers, scratch=scratch, handle=handle
+                )
         finally:
             bar.close()
