@@ -15,6 +15,10 @@
    each per round; "vs raw" is the median over rounds of each round's ratio, so the machine's
    drift (on a shared VM, 2x between minutes) cancels. Every path runs llama.cpp on another
    thread of one process: what libgomp's per-thread teams cost is in docs/facts.md#openmp-teams.
+4. llama.cpp decode on the main thread after a second, kept thread has decoded once (as a
+   notebook cell and the ChatUI's engine thread do), with each thread's OpenMP team freed after
+   every reply (``release_openmp_threads``, what the backend does) and kept (what libgomp does
+   by itself), against decoding on one thread only (docs/facts.md#openmp-teams).
 
 Run: ``python bench/run.py --only chat [--quick]``.
 """
@@ -28,7 +32,7 @@ import threading
 import time
 
 from courselib import settings
-from courselib.backends import GenerationConfig, Message, open_backend
+from courselib.backends import GenerationConfig, Message, llamacpp, open_backend
 from courselib.measure.speed import (
     DEFAULT_PROMPT,
     measure_gguf,
@@ -122,8 +126,51 @@ def main(args) -> None:
             ],
             rows,
         )
+        speeds = {
+            "one thread only": _decode_runs(backend, messages, config, ui_runs),
+            "second thread, teams freed": _after_a_kept_thread(
+                backend, messages, config, ui_runs, release=True
+            ),
+            "second thread, teams kept": _after_a_kept_thread(
+                backend, messages, config, ui_runs, release=False
+            ),
+        }
+        alone = speeds["one thread only"]
+        _table(
+            f"4. main-thread decode after another thread decoded ({ui_runs} runs each)",
+            ["case", "decode tok/s", "vs one thread"],
+            [[name, v, v / alone] for name, v in speeds.items()],
+        )
     finally:
         backend.close()
+
+
+def _decode_runs(backend, messages, config, runs: int) -> float:
+    return statistics.median(_raw_stream(backend, messages, config)[2] for _ in range(runs))
+
+
+def _after_a_kept_thread(backend, messages, config, runs: int, *, release: bool) -> float:
+    """Median main-thread decode tok/s while a second thread that decoded once stays alive;
+    ``release=False`` keeps every thread's OpenMP team (the backend's release switched off)."""
+    saved = llamacpp.release_openmp_threads
+    if not release:
+        llamacpp.release_openmp_threads = lambda: None
+    go, done = threading.Event(), threading.Event()
+
+    def kept() -> None:
+        _raw_stream(backend, messages, config)
+        done.set()
+        go.wait()  # alive (with its team, unless released) while the main thread decodes
+
+    thread = threading.Thread(target=kept)
+    thread.start()
+    try:
+        done.wait()
+        return _decode_runs(backend, messages, config, runs)
+    finally:
+        go.set()
+        thread.join()  # a thread's team ends with it
+        llamacpp.release_openmp_threads = saved
 
 
 def _engine_row(name: str, runs: list) -> list:

@@ -6,6 +6,7 @@ solution cell carries ``### BEGIN SOLUTION`` and its test cell ``### BEGIN HIDDE
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -28,6 +29,9 @@ def assert_clean_source(nb) -> None:
     """What nbgrader and papermill need of any lab source: no outputs, unique grade ids, one
     ``parameters`` cell, the plain python3 kernel (JupyterLab asks for a kernel otherwise)."""
     assert nb.metadata.kernelspec.name == "python3"
+    # the kernel `make venv` installs: JupyterLab would otherwise rewrite it (notebook modified)
+    installed = re.search(r'--display-name "([^"]+)"', (LABS_DIR.parent / "Makefile").read_text())
+    assert nb.metadata.kernelspec.display_name == installed.group(1)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert not any(c.outputs or c.execution_count for c in code), "commit without outputs"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]

@@ -189,6 +189,17 @@ def test_a_prompt_that_cannot_fit_is_refused_with_a_message() -> None:
     assert "What to do" in ui.status.value
     ui.input.value = "also far too long for this tiny context window"  # Enter: shown, not raised
     assert ui.conversation.turns == [] and "context" in ui.status.value
+    # the question stays in the box, to shorten and send again
+    assert ui.input.value == "also far too long for this tiny context window"
+
+
+def test_the_streaming_cursor_follows_the_text_inside_its_paragraph() -> None:
+    assert ChatUI._bubble_html("assistant", "Hello", streaming=True).endswith(
+        "<p>Hello ▍</p></div></div>"
+    )
+    listed = ChatUI._bubble_html("assistant", "- one\n- two", streaming=True)
+    assert "<li>two ▍</li></ul>" in listed
+    assert "▍" not in ChatUI._bubble_html("assistant", "Hello")
 
 
 def test_user_and_model_text_is_escaped_and_markdown_rendered() -> None:

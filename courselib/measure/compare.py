@@ -197,6 +197,41 @@ def compare_training(
     return rows
 
 
+def compare_all(
+    hf: str | os.PathLike[str],
+    ggufs: Mapping[str, str | os.PathLike[str]],
+    *,
+    kv_gguf: str | os.PathLike[str],
+    precisions: Iterable[str] = ("fp32", "fp16", "nf4", "nf4-dq"),
+    n_ctx: int = 512,
+    methods: Iterable[str] = ("full", "lora", "qlora"),
+    batch: int = 2,
+    seq_len: int = 128,
+    progress: bool = True,
+) -> list[Row]:
+    """Lab 03, part 5: every comparison above, with a progress bar (a fresh process each:
+    about half a minute on course-chat)."""
+    from tqdm.auto import tqdm
+
+    precisions, methods = list(precisions), list(methods)
+    steps = [("GGUF files", lambda: compare_gguf(ggufs))]
+    steps += [(f"weights {p}", lambda p=p: compare_weights(hf, precisions=[p])) for p in precisions]
+    steps.append(("KV cache", lambda: compare_kv(hf, kv_gguf, n_ctx=n_ctx)))
+    steps += [
+        (
+            f"training: {m}",
+            lambda m=m: compare_training(hf, methods=[m], batch=batch, seq_len=seq_len),
+        )
+        for m in methods
+    ]
+    rows: list[Row] = []
+    bar = tqdm(steps, desc="measuring", unit="step", disable=not progress)
+    for name, step in bar:
+        bar.set_postfix_str(name)
+        rows += step()
+    return rows
+
+
 def error_table(rows: Iterable[Row], *, unit: float = 1e6):
     """DataFrame: group, quantity, estimate and measured (MB), error %, within 10%, notes."""
     pd = require("pandas", extra="lab")
@@ -208,7 +243,7 @@ def error_table(rows: Iterable[Row], *, unit: float = 1e6):
                 "estimate": round(r.estimate / unit, 3),
                 "measured": round(r.measured / unit, 3),
                 "how measured": r.how,
-                "error %": round(100 * r.error, 1),
+                "error %": round(100 * r.error, 1) + 0.0,  # + 0.0: no "-0.0"
                 "within 10%": abs(r.error) <= TOLERANCE,
                 "note": r.note,
             }

@@ -68,14 +68,13 @@ def plot_estimates(
             bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     for x, total in enumerate(bottoms):
         ax.annotate(f"{total:.3g}", (x, total), ha="center", va="bottom", fontsize=9)
-    if limit_bytes:
-        ax.axhline(limit_bytes / UNITS[unit], color="black", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"{limit_bytes / UNITS[unit]:.3g} {unit} available",
-            (len(estimates) - 0.5, limit_bytes / UNITS[unit]),
-            ha="right",
-            va="bottom",
-            fontsize=9,
+    if limit_bytes:  # named in the legend: a label on the line would sit on a bar's total
+        ax.axhline(
+            limit_bytes / UNITS[unit],
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"{limit_bytes / UNITS[unit]:.3g} {unit} available",
         )
     top = max([*bottoms, (limit_bytes or 0) / UNITS[unit]])
     ax.set_ylim(0, 1.12 * top)  # room for the totals above the bars

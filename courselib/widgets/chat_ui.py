@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import html
 import queue
+import re
 import threading
 import time
 import weakref
@@ -53,6 +54,7 @@ widgets = require("ipywidgets", extra="lab")
 
 _BUBBLE = "margin:4px 0;padding:6px 10px;border-radius:8px;background:{bg};color:#111"
 _STYLES = {"user": ("You", "#e3edff"), "assistant": ("Assistant", "#f3f3f3")}
+_CLOSING_TAGS = re.compile(r"(</\w+>)+$")
 
 
 @dataclass
@@ -400,11 +402,11 @@ class ChatUI:
         if self._busy:
             self._set_status("Still answering: press Stop or wait, then press Send.")
             return
-        self.input.value = ""  # fires _on_input with "", which is ignored
         try:
             messages, config, reply = self._begin(text)
         except CourseError:
-            return  # _begin showed the message under the transcript
+            return  # _begin showed the message; the question stays in the box to shorten
+        self.input.value = ""  # fires _on_input with "", which is ignored
         gen = self.backend.stream(messages, config=config)
         try:
             loop = asyncio.get_running_loop()
@@ -564,7 +566,10 @@ class ChatUI:
     @staticmethod
     def _bubble_html(role: str, text: str, *, streaming: bool = False) -> str:
         label, bg = _STYLES[role]
-        body = to_html(text.strip()) + (" ▍" if streaming else "")
+        body = to_html(text.strip())
+        if streaming:  # the cursor goes inside the last block, after its text, not under it
+            at = _CLOSING_TAGS.search(body)
+            body = body[: at.start()] + " ▍" + body[at.start() :] if at else body + " ▍"
         return f'<div style="{_BUBBLE.format(bg=bg)}"><b>{label}</b><div>{body}</div></div>'
 
     def _set_status(self, text: str) -> None:

@@ -35,6 +35,9 @@ PRECISIONS = {
 """Precision choices per method: weights for inference, training precision for full/LoRA,
 the 4-bit base format for QLoRA."""
 CONTEXTS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+CHART_SIZE = (8.0, 3.6)
+"""Inches of the chart; shown at CHART_DPI CSS pixels per inch (640 x 288)."""
+CHART_DPI = 80
 
 
 def estimate_for(model: str, *, method: str, precision: str, context: int, batch: int) -> Estimate:
@@ -88,7 +91,8 @@ class MemoryExplorer:
         self.precision = widgets.Dropdown(
             options=options, value=precision or options[1], description="precision", style=style
         )
-        self.context = widgets.SelectionSlider(
+        # A dropdown, not a slider: a slider's readout accepts typed numbers it then ignores
+        self.context = widgets.Dropdown(
             options=CONTEXTS, value=context, description="context", style=style
         )
         self.batch = widgets.IntSlider(value=batch, min=1, max=64, description="batch", style=style)
@@ -96,7 +100,11 @@ class MemoryExplorer:
             value=budget_gb, min=0, max=10_000, step=8, description="budget GB", style=style
         )
         self.table = widgets.HTML()
-        self.chart = widgets.Image(format="png")
+        # Drawn at twice the pixels it is shown with: sharp on any screen, and one fixed size
+        # whatever the method (its bar count changes), so the page does not jump.
+        self.chart = widgets.Image(
+            format="png", layout=widgets.Layout(width=f"{CHART_SIZE[0] * CHART_DPI}px")
+        )
         self.status = widgets.HTML()
         self.estimate: Estimate | None = None
         self.figure = None
@@ -151,14 +159,16 @@ class MemoryExplorer:
             estimate_for(self.model.value, precision=p, **args)
             for p in PRECISIONS[self.method.value]
         ]
+        fig, ax = plt.subplots(figsize=CHART_SIZE)
         self.figure = plot_estimates(
             estimates,
+            ax=ax,
             labels=list(PRECISIONS[self.method.value]),
             title=f"{self.model.value}: {self.method.value}, context {self.context.value}, batch {self.batch.value}",
             limit_bytes=int(budget) or None,
         )
         png = io.BytesIO()
-        self.figure.savefig(png, format="png", dpi=80)
+        self.figure.savefig(png, format="png", dpi=2 * CHART_DPI)
         plt.close(self.figure)  # the PNG is shown; keep no open figures in the kernel
         self.chart.value = png.getvalue()
 
