@@ -6,6 +6,7 @@
 #   make demo    venv + models, then the end-to-end course run on the built-in models,
 #                ending with the autograder grading a sample class
 #   make test    venv + models (+ bubblewrap from Debian when root), then the test suite (CI)
+#   make lab     JupyterLab with the labs (student versions, in lab-work/), 127.0.0.1 + token
 #   make bench   benchmarks, printed as tables of medians and ratios
 #   make check-models  build course-chat for 3 seeds x 1 and 2 threads; every build must clear
 #                the tests' accuracy floors (~40 min on 2 cores; nothing is published)
@@ -26,7 +27,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: venv models sysdeps demo test bench check-models lint clean-models
+.PHONY: venv models sysdeps demo lab test bench check-models lint clean-models
 
 venv: $(STAMP)
 
@@ -38,6 +39,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (courselab)" >/dev/null
+	@# JupyterLab offline: no news feed (and no toast asking to fetch it), no update checks
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 models: venv
@@ -51,12 +55,29 @@ demo: models
 	@echo; echo "== 4. Grading a sample class (python -m autograder demo, isolation $(DEMO_ISOLATION)) =="
 	$(PY) -m autograder demo "$$(mktemp -d)/course" --workers 2 --isolation $(DEMO_ISOLATION)
 
+# `make lab`: JupyterLab on this machine with the course kernel, on 127.0.0.1 with a token.
+# The labs are copied once into LAB_DIR as student versions (solutions and hidden tests
+# removed by nbgrader); your work there is never overwritten, new labs are added.
+LAB_DIR ?= lab-work
+LAB_PORT ?= 8888
+lab: models
+	@if [ ! -d "$(LAB_DIR)/.course" ]; then \
+	  echo "making the student versions of the labs in $(LAB_DIR)/ ..."; \
+	  $(PY) -m autograder setup "$(LAB_DIR)/.course" --labs labs >/dev/null; fi
+	@for d in "$(LAB_DIR)"/.course/release/*/; do \
+	  name=$$(basename "$$d"); [ -e "$(LAB_DIR)/$$name" ] || cp -r "$$d" "$(LAB_DIR)/$$name"; done
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.root_dir="$(LAB_DIR)" --MultiKernelManager.default_kernel_name=python3 \
+	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	  $(if $(filter 0,$(shell id -u)),--allow-root)
+
 test: models sysdeps
 	$(PY) -m pytest -q
 
-# Debian packages the tests use beyond Python (bubblewrap: the autograder's sandbox). Installed
+# Debian packages the tests use beyond Python (bubblewrap: the autograder's sandbox; chromium:
+# the browser test of the labs, driven by Playwright without its own browser download). Installed
 # when missing and this is root with apt-get (CI); otherwise those tests skip and say why.
-SYSTEM_PACKAGES ?= bubblewrap
+SYSTEM_PACKAGES ?= bubblewrap chromium
 sysdeps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -67,7 +67,14 @@ def plot_estimates(
             ax.bar(labels, heights, bottom=bottoms, color=color, label=name)
             bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     for x, total in enumerate(bottoms):
-        ax.annotate(f"{total:.3g}", (x, total), ha="center", va="bottom", fontsize=9)
+        ax.annotate(  # on white: readable where a budget line crosses it
+            f"{total:.3g}",
+            (x, total),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )
     if limit_bytes:  # named in the legend: a label on the line would sit on a bar's total
         ax.axhline(
             limit_bytes / UNITS[unit],

@@ -570,6 +570,7 @@ class ChatUI:
         if streaming:  # the cursor goes inside the last block, after its text, not under it
             at = _CLOSING_TAGS.search(body)
             body = body[: at.start()] + " ▍" + body[at.start() :] if at else body + " ▍"
+        body = body.replace("<p>", '<p style="margin:0.3em 0">')  # the page's margins are wide
         return f'<div style="{_BUBBLE.format(bg=bg)}"><b>{label}</b><div>{body}</div></div>'
 
     def _set_status(self, text: str) -> None:
