@@ -192,7 +192,7 @@ def watch_transcript(page, chat) -> None:
         """root => {
             const transcript = root.closest('.widget-vbox').firstElementChild;
             window.__states = [];
-            new MutationObserver(() => window.__states.push(transcript.innerText))
+            new MutationObserver(() => window.__states.push(transcript.textContent))
                 .observe(transcript, {subtree: true, childList: true, characterData: true});
         }"""
     )
@@ -210,24 +210,20 @@ def test_lab01_runs_and_its_chat_window_streams_and_stops(page, lab_url):
 
     chat = page.locator(INPUT).first
     chat.scroll_into_view_if_needed()
-    watch_transcript(page, chat)
     chat.fill("Hello, who are you?")
     chat.press("Enter")
     status = chat.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
     page.wait_for_function(  # the reply to this question is complete
-        """el => el.innerText.includes('Hello, who are you?')
-            && /tokens in/.test(el.innerText)
-            && !/answering|waiting for the first|sent from code/.test(el.innerText)""",
+        """el => el.textContent.includes('Hello, who are you?')
+            && /tokens in/.test(el.textContent)
+            && !/answering|waiting for the first|sent from code/.test(el.textContent)""",
         arg=status.element_handle(),
         timeout=60_000,
     )
-    states = page.evaluate("window.__states")
-    final = states[-1]
-    assert "tiny course model" in final.lower() or "course" in final.lower()
-    streaming = {s for s in states if "▍" in s}  # drawn while the reply was still streaming
-    assert len(streaming) >= 2, states
+    assert "course model" in status.text_content()  # the promised self-introduction
     page.screenshot(path=ARTIFACTS / "lab01-chat.png")
 
+    # course-bench (random weights, 150M parameters) decodes slowly enough to watch it stream
     run_new_cell(
         page,
         'bench_ui = ChatUI(open_backend("course-bench:Q4_0"), '
@@ -237,18 +233,19 @@ def test_lab01_runs_and_its_chat_window_streams_and_stops(page, lab_url):
     bench.wait_for(timeout=60_000)
     bench.scroll_into_view_if_needed()
     root = bench.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    watch_transcript(page, bench)
     bench.fill("Tell me a long story.")
     bench.press("Enter")
-    page.wait_for_function(
-        "el => /answering… \\d+ tokens/.test(el.innerText)",
-        arg=root.element_handle(),
+    page.wait_for_function(  # at least two partial replies drawn while it streams
+        """() => new Set(window.__states.filter(
+            s => s.includes('▍') && s.split('Assistant')[1].replace('▍', '').trim())).size >= 2""",
         timeout=60_000,
     )
     root.get_by_role("button", name="Stop").click()
     page.wait_for_function(
-        "el => /stopped/.test(el.innerText)", arg=root.element_handle(), timeout=10_000
+        "el => /stopped/.test(el.textContent)", arg=root.element_handle(), timeout=10_000
     )
-    text = root.inner_text()
+    text = root.text_content()
     tokens = int(text.split(" tokens in ")[0].split()[-1])
     assert tokens < 250, text  # stopped well short of the 300 asked for
     page.screenshot(path=ARTIFACTS / "lab01-stopped.png")

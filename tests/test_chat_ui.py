@@ -195,7 +195,7 @@ def test_a_prompt_that_cannot_fit_is_refused_with_a_message() -> None:
 
 def test_the_streaming_cursor_follows_the_text_inside_its_paragraph() -> None:
     assert ChatUI._bubble_html("assistant", "Hello", streaming=True).endswith(
-        "<p>Hello ▍</p></div></div>"
+        ">Hello ▍</p></div></div>"
     )
     listed = ChatUI._bubble_html("assistant", "- one\n- two", streaming=True)
     assert "<li>two ▍</li></ul>" in listed
