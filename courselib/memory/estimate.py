@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from courselib.memory import kv
 from courselib.memory.configs import Shape, legacy_notes, load_config, shape_of
 from courselib.memory.precision import kind, normalize
 from courselib.memory.weights import weight_bytes
+
+if TYPE_CHECKING:
+    from courselib.gguf.read import GGUFInfo
 
 Engine = Literal["llama.cpp", "transformers", "vllm"]
 
@@ -61,6 +64,15 @@ def config_of(model: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[str, d
     if isinstance(model, Mapping):
         return str(model.get("_name_or_path") or model.get("model_type", "model")), dict(model)
     return os.path.basename(os.fspath(model).rstrip("/")), load_config(model)
+
+
+def _gguf_path(model: str | os.PathLike[str] | Mapping[str, Any]) -> GGUFInfo | None:
+    """The header of ``model`` when it is a .gguf file, else None."""
+    if isinstance(model, Mapping) or not os.fspath(model).endswith(".gguf"):
+        return None
+    from courselib.gguf.read import read_gguf
+
+    return read_gguf(model) if os.path.isfile(model) else None
 
 
 def llama_cpp_compute_bytes(shape: Shape, *, n_ctx: int, n_batch: int = 512) -> int:
@@ -142,7 +154,7 @@ def vllm_overhead_bytes(
     sequences, and :data:`VLLM_RUNTIME_BYTES`.
 
     Example: LLaMA-13B fp16, 16 sequences: 2048 x (3 x 13824 + 7 x 5120) x 2 B + 2 x 16 x
-    32000 x 4 B + 1 GiB, about 1.38 GiB.
+    32000 x 4 B + 1 GiB, about 1.30 GiB.
     """
     elem = 4 if dtype == "fp32" else 2  # AWQ/GPTQ compute in fp16
     q_dim = shape.heads * shape.head_dim
@@ -179,11 +191,18 @@ def estimate_inference(
     """
     name, config = config_of(model)
     shape = shape_of(config)
-    precision = normalize(precision or shape.dtype)
-    default_engine = {"gguf": "llama.cpp", "group": "vllm"}
-    engine = engine or default_engine.get(kind(precision), "transformers")
     notes: list[str] = legacy_notes(config)
-    weights = weight_bytes(config, precision=precision)
+    gguf_file = _gguf_path(model)
+    if gguf_file is not None and precision in (None, gguf_file.file_type):
+        # a GGUF file: its own tensors, whatever mix or architecture made them
+        precision, engine = gguf_file.file_type, engine or "llama.cpp"
+        weights = gguf_file.tensor_bytes
+        notes.append(f"Weights: the tensor bytes listed in {gguf_file.path.name}'s header.")
+    else:
+        precision = normalize(precision or shape.dtype)
+        default_engine = {"gguf": "llama.cpp", "group": "vllm"}
+        engine = engine or default_engine.get(kind(precision), "transformers")
+        weights = weight_bytes(config, precision=precision)
     if engine == "vllm":
         compute = precision if precision in ("fp32", "bf16") else "fp16"
         kv_dtype = kv_dtype or compute

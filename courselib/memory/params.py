@@ -12,7 +12,7 @@ transformers class builds it:
 - GPT-2 and GPT-NeoX: fused QKV, biased linears, LayerNorms.
 
 Any other ``model_type`` raises a CourseError: a wrong architecture counted as LLaMA gave
-OPT-13B 17.04e9 parameters instead of 12.85e9.
+OPT-13B 17.04e9 parameters instead of 12.85e9 (docs/facts.md#architectures).
 
 Example (LLaMA-7B: 4096 hidden, 32 layers, 11008 ffn, 32000 vocab)::
 

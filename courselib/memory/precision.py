@@ -9,7 +9,8 @@
   128 input weights of one output column: 128 x 4-bit weights (64 B), one fp16 scale (2 B)
   and one 4-bit zero point (0.5 B, packed 8 to an int32 ``qzeros`` word):
   4 + (16 + 4) / 128 = 4.15625 bits per weight. GPTQ checkpoints add ``g_idx`` (one int32 per
-  input row, see :mod:`~courselib.memory.weights`); embeddings, head and norms stay fp16.
+  input row, see :mod:`~courselib.memory.weights`); embeddings, head and norms stay fp16
+  (docs/facts.md#awq-gptq).
 - GGUF (llama.cpp) tensor types at their real size from ``gguf.GGML_QUANT_SIZES``: Q4_0 stores
   32 weights in 18 bytes (4.5 bits), Q4_K 256 in 144 (4.5), Q6_K 6.5625, Q8_0 8.5, IQ4_XS
   4.25. A GGUF *file type* such as Q4_K_M mixes tensor types: see :mod:`courselib.gguf.mix`.

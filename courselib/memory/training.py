@@ -13,8 +13,9 @@ Bytes per parameter (P = all parameters, T = trainable ones)::
 PyTorch's AdamW keeps m and v in the parameters' dtype, so a model cast to bf16 and trained
 without fp32 master weights has 16-bit states (``optimizer_dtype="bf16"``): 8 bytes per
 parameter for weights, gradients and states, accelerate's "training using Adam" figure for
-fp16 (4 x the fp16 model size). 8-bit Adam keeps m and v in 8 bit (2 B per trainable parameter); paged optimizers have the
-same size but can spill to CPU RAM when the GPU is full. The step itself needs a temporary
+fp16 (4 x the fp16 model size; docs/facts.md#adam-16bit). 8-bit Adam keeps m and v in 8 bit
+(2 B per trainable parameter); paged optimizers have the same size but can spill to CPU RAM
+when the GPU is full. The step itself needs a temporary
 (sqrt of v): one tensor at a time for ``adamw`` (fused on CUDA, PyTorch's default on CPU),
 all trainable parameters at once for ``adamw-foreach`` (PyTorch's default on CUDA: +4 B per
 parameter). Activations come from :mod:`courselib.memory.activations`.
