@@ -1,4 +1,7 @@
-"""Ops tooling for the class's shared GPU inference server (preflight, engine, keys, load tests).
+"""Ops tooling for the class's shared inference server: ``python -m server_setup``.
 
-The server setup is built in a later issue; this package is its home.
+- :mod:`~server_setup.plan`      will the model fit the server? (:func:`~server_setup.plan.plan`)
+- :mod:`~server_setup.hardware`  the host: GPU sizes given or detected, a CPU host's RAM
+- :mod:`~server_setup.report`    the plan as a table, and the refusal with what fits instead
+- :mod:`~server_setup.cli`       the command line (``plan``; render, up/down, check to come)
 """

@@ -89,6 +89,36 @@ def test_llama_cpp_quantizer_picks_the_predicted_types(tmp_path, shape):
         assert row.note == "" and abs(row.error) < 0.01, row
 
 
+# file types the class server's plan offers beyond the course's own (no importance matrix)
+MORE_TYPES = (
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_K_S",
+    "Q5_K_S",
+    "IQ3_S",
+    "IQ3_M",
+    "IQ4_NL",
+    "IQ4_XS",
+)
+GQA4 = {**TINY, "num_hidden_layers": 16, "num_attention_heads": 8, "num_key_value_heads": 2}
+
+
+@pytest.mark.parametrize("shape", [*SHAPES, "gqa4-16-layers"])
+def test_llama_cpp_quantizer_picks_the_predicted_types_of_low_bit_mixes(tmp_path, shape):
+    from courselib.gguf.quantize import quantize_gguf
+
+    config = SHAPES.get(shape, GQA4)  # GQA4: 4 query heads per KV head, n/16 = 1 layer
+    src = write_tiny_gguf(tmp_path / "m-F32.gguf", file_type="F32", config=config)
+    import gguf
+
+    for quant in MORE_TYPES:
+        path = quantize_gguf(src, tmp_path / f"m-{quant}.gguf", quant=quant)
+        real = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+        assert real == tensor_types(shape_of(config), quant), (shape, quant)
+
+
 @pytest.mark.slow
 def test_training_step_peaks_match_estimates(tmp_path):
     # 19M parameters, grouped-query attention: big enough that fixed costs are small

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from courselib.errors import CourseError
 from courselib.memory import count_params, kv_cache_bytes, load_config, shape_of, weight_bytes
 from courselib.memory.precision import BNB_BITS, bits_per_weight, bytes_per_param
 from courselib.memory.table import classic_4bit_table, llama_table
@@ -32,7 +33,6 @@ PARAMS = [
 @pytest.mark.parametrize(("model", "exact", "quoted"), PARAMS)
 def test_parameter_counts(model, exact, quoted):
     count = count_params(load_config(model))
-    assert count.exact and count.note == ""
     assert count.total == exact
     assert round(count.total / 1e9, 2) == quoted
 
@@ -49,10 +49,9 @@ def test_gpt2_counted_exactly_by_its_own_layout():
     assert count_params(gpt2).total == 124_439_808  # GPT-2 small as transformers reports it
 
 
-def test_unknown_architecture_is_counted_generically_with_a_note():
-    count = count_params({**load_config("llama-7b"), "model_type": "mystery"})
-    assert count.total == 6_738_415_616 and not count.exact
-    assert "mystery" in count.note
+def test_unknown_architecture_is_refused_not_counted_as_llama():
+    with pytest.raises(CourseError, match="mystery"):
+        count_params({**load_config("llama-7b"), "model_type": "mystery"})
 
 
 # (model, precision, GB as quoted, tolerance in GB): docs/facts.md#memory

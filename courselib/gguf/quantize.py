@@ -20,7 +20,26 @@ from courselib.atomic import atomic_path
 from courselib.errors import CourseError, require
 from courselib.gguf.types import file_type_id
 
-QuantName = Literal["F32", "F16", "Q4_0", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"]
+QuantName = Literal[
+    "F32",
+    "F16",
+    "Q4_0",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_S",
+    "Q2_K",
+    "IQ4_XS",
+    "IQ4_NL",
+    "IQ3_M",
+    "IQ3_S",
+]
+"""File types llama.cpp makes without an importance matrix (the course's and the plan's)."""
 
 
 @contextmanager

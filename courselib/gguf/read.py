@@ -112,6 +112,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         "vocab_size": int(vocab or 32000),
         "max_position_embeddings": int(hp("context_length", 2048)),
         "tie_word_embeddings": "output.weight" not in tensors,
+        "num_local_experts": int(hp("expert_count", 1)),  # MoE (Mixtral): experts per layer
     }
     ftype = _value(reader, "general.file_type")
     return GGUFInfo(

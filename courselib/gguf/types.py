@@ -33,8 +33,31 @@ FILE_TYPES = {
     "Q4_K_S": "Q4_K",
     "Q4_1": "Q4_1",
     "Q4_0": "Q4_0",
+    "Q3_K_L": "Q3_K",
+    "Q3_K_M": "Q3_K",
+    "Q3_K_S": "Q3_K",
+    "Q2_K": "Q2_K",
+    "Q2_K_S": "Q2_K",
+    "IQ4_NL": "IQ4_NL",
+    "IQ4_XS": "IQ4_XS",
+    "IQ3_M": "IQ3_S",
+    "IQ3_S": "IQ3_S",
+    "IQ3_XS": "IQ3_S",
+    "IQ3_XXS": "IQ3_XXS",
+    "IQ2_M": "IQ2_S",
+    "IQ2_S": "IQ2_XS",
+    "IQ2_XS": "IQ2_XS",
+    "IQ2_XXS": "IQ2_XXS",
+    "IQ1_M": "IQ1_M",
+    "IQ1_S": "IQ1_S",
 }
-"""GGUF file types whose per-tensor mix the course replays -> their ordinary tensors' type."""
+"""GGUF file types whose per-tensor mix the course replays -> their ordinary tensors' type
+(llama.cpp's ``llama_ftype_get_default_type``: IQ2_S files are mostly IQ2_XS, IQ3_M IQ3_S)."""
+
+NEEDS_IMATRIX = frozenset(
+    {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S"}
+)
+"""File types llama.cpp's quantizer refuses to make without an importance matrix."""
 
 # ggml block sizes (weights per block, bytes per block), used only when the gguf package is
 # missing (the memory estimator runs on the base install); tests check this copy against
@@ -53,6 +76,15 @@ _GGML_FALLBACK = {
     "Q4_K": (256, 144),
     "Q5_K": (256, 176),
     "Q6_K": (256, 210),
+    "IQ4_NL": (32, 18),
+    "IQ4_XS": (256, 136),
+    "IQ3_S": (256, 110),
+    "IQ3_XXS": (256, 98),
+    "IQ2_S": (256, 82),
+    "IQ2_XS": (256, 74),
+    "IQ2_XXS": (256, 66),
+    "IQ1_M": (256, 56),
+    "IQ1_S": (256, 50),
 }
 
 

@@ -44,8 +44,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--dtype",
         default=None,
-        help="weights: fp32, fp16, bf16, int8, nf4, nf4-dq, fp4, or a GGUF type (Q8_0, Q6_K, "
-        "Q5_K_M, Q4_K_M, Q4_0 ...); default: the checkpoint's dtype (QLoRA: nf4-dq)",
+        help="weights: fp32, fp16, bf16, int8, nf4, nf4-dq, fp4, awq, gptq, or a GGUF type (Q8_0, "
+        "Q6_K, Q4_K_M, IQ4_XS, F16 ...); default: the checkpoint's dtype (QLoRA: nf4-dq)",
     )
     p.add_argument("--ctx", type=int, default=2048, help="context length in tokens (default: 2048)")
     p.add_argument("--batch", type=int, default=1, help="sequences at once (default: 1)")

@@ -9,7 +9,12 @@ Example::
 
     >>> shape_of(load_config("llama-13b"))
     Shape(model_type='llama', hidden=5120, layers=40, heads=40, kv_heads=40, head_dim=128,
-          ffn=13824, vocab=32000, tied=False, max_ctx=2048, dtype='fp16')
+          ffn=13824, vocab=32000, tied=False, max_ctx=2048, dtype='fp16', experts=1)
+
+Early LLaMA checkpoints and their fine-tunes name their classes ``LLaMAForCausalLM`` and
+``LLaMATokenizer`` (transformers renamed them ``Llama...`` before its first LLaMA release) and
+say ``max_sequence_length`` instead of ``max_position_embeddings``: :func:`legacy_notes` says
+so in one line and everything else reads them as LLaMA.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ from courselib.models.specs import COURSE_MODELS
 
 # torch_dtype strings of config.json -> the estimator's precision names
 _TORCH_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+
+TIED_BY_DEFAULT = frozenset({"gpt2", "opt", "gemma"})
+"""model_type values whose transformers config ties the output head to the embedding when
+config.json does not say (``PretrainedConfig`` ties by default; LlamaConfig, MistralConfig,
+MixtralConfig, Qwen2Config and GPTNeoXConfig set ``tie_word_embeddings=False``)."""
+
+LEGACY_LLAMA_NAMES = {"LLaMAForCausalLM": "LlamaForCausalLM", "LLaMATokenizer": "LlamaTokenizer"}
+"""Class names of the first LLaMA conversions -> the names transformers has used since."""
+
+# GGUF general.architecture names that differ from transformers' model_type
+_GGUF_ARCHS = {"gptneox": "gpt_neox"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,8 @@ class Shape:
     max_ctx: int
     dtype: str
     """Precision the checkpoint is stored in (fp32, fp16, bf16)."""
+    experts: int = 1
+    """Mixture of experts: MLPs per layer, all resident in memory (Mixtral-8x7B: 8)."""
 
     @property
     def kv_dim(self) -> int:
@@ -142,6 +160,40 @@ def config_dtype(config: Mapping[str, Any]) -> str:
     return _TORCH_DTYPES.get(str(raw).removeprefix("torch."), "fp32")
 
 
+def model_type_of(config: Mapping[str, Any]) -> str:
+    """transformers' ``model_type`` of a config, else read from its ``architectures``.
+
+    Example: ``model_type_of({"architectures": ["LLaMAForCausalLM"]}) == "llama"``.
+    """
+    raw = config.get("model_type")
+    if not raw:
+        arch = (config.get("architectures") or [""])[0]
+        arch = LEGACY_LLAMA_NAMES.get(arch, arch)
+        raw = arch.removesuffix("ForCausalLM").lower() or "unknown"
+    raw = str(raw).lower()
+    return _GGUF_ARCHS.get(raw, raw)
+
+
+def legacy_notes(
+    config: Mapping[str, Any], tokenizer_config: Mapping[str, Any] | None = None
+) -> list[str]:
+    """One line per old LLaMA class name in ``config`` (and ``tokenizer_config.json``).
+
+    Example: ``legacy_notes({"architectures": ["LLaMAForCausalLM"]})`` ->
+    ``["config.json names LLaMAForCausalLM (an early LLaMA conversion): read as
+    LlamaForCausalLM."]``
+    """
+    named = list(config.get("architectures") or [])
+    if tokenizer_config:
+        named.append(tokenizer_config.get("tokenizer_class"))
+    return [
+        f"{'config.json' if n.endswith('LM') else 'tokenizer_config.json'} names {n} "
+        f"(an early LLaMA conversion): read as {LEGACY_LLAMA_NAMES[n]}."
+        for n in named
+        if n in LEGACY_LLAMA_NAMES
+    ]
+
+
 def shape_of(config: Mapping[str, Any]) -> Shape:
     """Read hidden size, layers, heads ... from a config, whatever the architecture names them."""
     text = config.get("text_config")
@@ -158,8 +210,10 @@ def shape_of(config: Mapping[str, Any]) -> Shape:
     kv_heads = _first(config, "num_key_value_heads", "n_head_kv", default=heads)
     if config.get("multi_query"):
         kv_heads = 1
+    model_type = model_type_of(config)
+    tied_default = model_type in TIED_BY_DEFAULT
     return Shape(
-        model_type=str(config.get("model_type", "llama")),
+        model_type=model_type,
         hidden=int(hidden),
         layers=int(layers),
         heads=int(heads),
@@ -167,9 +221,17 @@ def shape_of(config: Mapping[str, Any]) -> Shape:
         head_dim=int(_first(config, "head_dim", default=hidden // heads)),
         ffn=int(_first(config, "intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)),
         vocab=int(_first(config, "vocab_size", default=32000)),
-        tied=bool(config.get("tie_word_embeddings", config.get("model_type") == "gpt2")),
+        tied=bool(_first(config, "tie_word_embeddings", default=tied_default)),
         max_ctx=int(
-            _first(config, "max_position_embeddings", "n_positions", "n_ctx", default=2048)
+            _first(
+                config,
+                "max_position_embeddings",
+                "max_sequence_length",  # early LLaMA conversions
+                "n_positions",
+                "n_ctx",
+                default=2048,
+            )
         ),
         dtype=config_dtype(config),
+        experts=int(_first(config, "num_local_experts", default=1)),
     )

@@ -15,14 +15,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from courselib.memory import kv
-from courselib.memory.configs import Shape, load_config, shape_of
+from courselib.memory.configs import Shape, legacy_notes, load_config, shape_of
 from courselib.memory.precision import kind, normalize
 from courselib.memory.weights import weight_bytes
 
-Engine = Literal["llama.cpp", "transformers"]
+if TYPE_CHECKING:
+    from courselib.gguf.read import GGUFInfo
+
+Engine = Literal["llama.cpp", "transformers", "vllm"]
 
 COMPONENTS = ("weights", "kv_cache", "gradients", "optimizer", "activations", "overhead")
 """The parts of an estimate, in the order tables and charts show them."""
@@ -61,6 +64,15 @@ def config_of(model: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[str, d
     if isinstance(model, Mapping):
         return str(model.get("_name_or_path") or model.get("model_type", "model")), dict(model)
     return os.path.basename(os.fspath(model).rstrip("/")), load_config(model)
+
+
+def _gguf_path(model: str | os.PathLike[str] | Mapping[str, Any]) -> GGUFInfo | None:
+    """The header of ``model`` when it is a .gguf file, else None."""
+    if isinstance(model, Mapping) or not os.fspath(model).endswith(".gguf"):
+        return None
+    from courselib.gguf.read import read_gguf
+
+    return read_gguf(model) if os.path.isfile(model) else None
 
 
 def llama_cpp_compute_bytes(shape: Shape, *, n_ctx: int, n_batch: int = 512) -> int:
@@ -121,6 +133,37 @@ def transformers_workspace_bytes(shape: Shape, *, n_ctx: int, batch: int, dtype:
     return batch * n_ctx * per_token * elem + batch * shape.vocab * 4 + TRANSFORMERS_RUNTIME_BYTES
 
 
+VLLM_BLOCK_TOKENS = 16
+"""vLLM's KV cache page (``--block-size``): a sequence holds whole pages of 16 tokens."""
+VLLM_MAX_BATCHED_TOKENS = 2048
+"""Tokens vLLM's OpenAI server runs through the model in one step (chunked prefill's
+``--max-num-batched-tokens`` default); its start-up profile run measures this step's peak."""
+VLLM_RUNTIME_BYTES = 2**30
+"""vLLM's fixed cost per GPU besides weights, activations and KV cache: CUDA context, cuBLAS
+and NCCL workspaces, captured CUDA graphs (an allowance: vLLM logs 0.3-1 GiB for the graphs)."""
+
+
+def vllm_overhead_bytes(
+    shape: Shape, *, max_seqs: int, dtype: str, tensor_parallel: int = 1
+) -> int:
+    """vLLM's memory per GPU besides weights and KV cache (docs/facts.md#vllm-memory).
+
+    The profile step's activations (:data:`VLLM_MAX_BATCHED_TOKENS` tokens through the widest
+    layer: fused gate+up, the activation, q/k/v and a few hidden-size tensors, split over the
+    ``tensor_parallel`` GPUs), the sampler's fp32 logits and probabilities for ``max_seqs``
+    sequences, and :data:`VLLM_RUNTIME_BYTES`.
+
+    Example: LLaMA-13B fp16, 16 sequences: 2048 x (3 x 13824 + 7 x 5120) x 2 B + 2 x 16 x
+    32000 x 4 B + 1 GiB, about 1.30 GiB.
+    """
+    elem = 4 if dtype == "fp32" else 2  # AWQ/GPTQ compute in fp16
+    q_dim = shape.heads * shape.head_dim
+    per_token = 3 * shape.ffn + 4 * shape.hidden + q_dim + 2 * shape.kv_dim
+    activations = VLLM_MAX_BATCHED_TOKENS * per_token * elem // tensor_parallel
+    sampler = 2 * max_seqs * shape.vocab * 4
+    return activations + sampler + VLLM_RUNTIME_BYTES
+
+
 def estimate_inference(
     model: str | os.PathLike[str] | Mapping[str, Any],
     *,
@@ -129,19 +172,51 @@ def estimate_inference(
     batch: int = 1,
     kv_dtype: str | None = None,
     engine: Engine | None = None,
+    tensor_parallel: int = 1,
 ) -> Estimate:
     """Memory to generate with ``model`` at ``precision`` with ``n_ctx`` tokens of context.
 
-    ``precision``: fp32/fp16/bf16, a bitsandbytes format (int8, nf4, nf4-dq ...) or a GGUF
-    file type (Q4_K_M ...); default the checkpoint's dtype. ``engine``: llama.cpp for GGUF
-    types, else transformers. ``kv_dtype``: default fp16 (llama.cpp), else the compute dtype.
+    ``precision``: fp32/fp16/bf16, a bitsandbytes format (int8, nf4, nf4-dq ...), AWQ/GPTQ
+    4-bit or a GGUF file type (Q4_K_M ..., F16); default the checkpoint's dtype. ``engine``:
+    llama.cpp for GGUF types, vLLM for AWQ/GPTQ, else transformers. ``kv_dtype``: default
+    fp16 (llama.cpp), else the compute dtype. ``batch`` sequences of ``n_ctx`` tokens each.
+
+    vLLM (the class server): the KV cache in whole 16-token pages, the overhead of
+    :func:`vllm_overhead_bytes`; with ``tensor_parallel`` N the estimate is per GPU: weights
+    and KV heads split N ways (a KV head is never split: with fewer KV heads than GPUs each
+    GPU keeps one).
+
+    Example: ``estimate_inference("llama-13b", precision="awq", engine="vllm",
+    n_ctx=2048, batch=16).weights`` is about 7.25e9 bytes.
     """
     name, config = config_of(model)
     shape = shape_of(config)
-    precision = normalize(precision or shape.dtype)
-    engine = engine or ("llama.cpp" if kind(precision) == "gguf" else "transformers")
-    notes: list[str] = []
-    if engine == "llama.cpp":
+    notes: list[str] = legacy_notes(config)
+    gguf_file = _gguf_path(model)
+    if gguf_file is not None and precision in (None, gguf_file.file_type):
+        # a GGUF file: its own tensors, whatever mix or architecture made them
+        precision, engine = gguf_file.file_type, engine or "llama.cpp"
+        weights = gguf_file.tensor_bytes
+        notes.append(f"Weights: the tensor bytes listed in {gguf_file.path.name}'s header.")
+    else:
+        precision = normalize(precision or shape.dtype)
+        default_engine = {"gguf": "llama.cpp", "group": "vllm"}
+        engine = engine or default_engine.get(kind(precision), "transformers")
+        weights = weight_bytes(config, precision=precision)
+    if engine == "vllm":
+        compute = precision if precision in ("fp32", "bf16") else "fp16"
+        kv_dtype = kv_dtype or compute
+        tokens = -(-n_ctx // VLLM_BLOCK_TOKENS) * VLLM_BLOCK_TOKENS
+        kv_heads_per_gpu = -(-shape.kv_heads // tensor_parallel)
+        full_kv = kv.kv_cache_bytes(shape, n_ctx=tokens, batch=batch, dtype=kv_dtype)
+        kv_bytes = full_kv * kv_heads_per_gpu // shape.kv_heads
+        weights = -(-weights // tensor_parallel)
+        overhead = vllm_overhead_bytes(
+            shape, max_seqs=batch, dtype=compute, tensor_parallel=tensor_parallel
+        )
+        if tensor_parallel > 1:
+            notes.append(f"Per GPU, tensor parallel over {tensor_parallel} GPUs.")
+    elif engine == "llama.cpp":
         kv_dtype = kv_dtype or "fp16"
         cells = kv.llama_cpp_cells(n_ctx)
         kv_bytes = kv.kv_cache_bytes(shape, n_ctx=cells, batch=batch, dtype=kv_dtype)
@@ -155,16 +230,13 @@ def estimate_inference(
         overhead = transformers_workspace_bytes(shape, n_ctx=n_ctx, batch=batch, dtype=compute)
     from courselib.memory.params import count_params
 
-    count = count_params(config)
-    if count.note:
-        notes.append(count.note)
     return Estimate(
         model=name,
         method=f"inference ({engine})",
         precision=precision,
-        weights=weight_bytes(config, precision=precision),
+        weights=weights,
         kv_cache=kv_bytes,
         overhead=overhead,
-        params=count.total,
+        params=count_params(config).total,
         notes=tuple(notes),
     )

@@ -5,12 +5,17 @@ Bytes per parameter (P = all parameters, T = trainable ones)::
     full  fp32   weights 4P  gradients 4P  AdamW m, v 8P                     = 16 B/param
     full  mixed  weights 2P  gradients 2P  fp32 master 4P + m, v 8P          = 16 B/param
     full  bf16   weights 2P  gradients 2P  m, v 8P (the QLoRA paper's count) = 12 B/param
+    full  bf16, optimizer_dtype="bf16": m, v 4P                              =  8 B/param
     LoRA         frozen base (4P or 2P) + T x (4 weight + 4 gradient + 8 AdamW)
     QLoRA        base in NF4 + double quant (0.516 B per block weight; embeddings, head and
                  norms in 16/32 bit) + the LoRA part as above
 
-8-bit Adam keeps m and v in 8 bit (2 B per trainable parameter); paged optimizers have the
-same size but can spill to CPU RAM when the GPU is full. The step itself needs a temporary
+PyTorch's AdamW keeps m and v in the parameters' dtype, so a model cast to bf16 and trained
+without fp32 master weights has 16-bit states (``optimizer_dtype="bf16"``): 8 bytes per
+parameter for weights, gradients and states, accelerate's "training using Adam" figure for
+fp16 (4 x the fp16 model size; docs/facts.md#adam-16bit). 8-bit Adam keeps m and v in 8 bit
+(2 B per trainable parameter); paged optimizers have the same size but can spill to CPU RAM
+when the GPU is full. The step itself needs a temporary
 (sqrt of v): one tensor at a time for ``adamw`` (fused on CUDA, PyTorch's default on CPU),
 all trainable parameters at once for ``adamw-foreach`` (PyTorch's default on CUDA: +4 B per
 parameter). Activations come from :mod:`courselib.memory.activations`.
@@ -61,6 +66,8 @@ OPTIMIZER_STATE_BYTES = {
 }
 """Optimizer state per trainable parameter: AdamW's m and v in fp32 (8 B) or 8 bit (2 B)."""
 
+StateDtype = Literal["fp32", "bf16", "fp16"]
+
 AUTOGRAD_RUNTIME_BYTES = 8 * 2**20
 """What a first training step costs beyond the tensors counted here: autograd's graph and
 engine, thread pools, kernel workspaces (measured 6-11 MiB on course-chat, whatever the
@@ -108,12 +115,16 @@ def estimate_training(
     batch: int = 1,
     seq_len: int = 512,
     gradient_checkpointing: bool = False,
+    optimizer_dtype: StateDtype = "fp32",
 ) -> Estimate:
     """Peak memory of one training step (see the module docstring for every term).
 
     ``precision``: fp32, mixed (16-bit compute, fp32 master weights) or bf16 (pure 16-bit;
     for QLoRA the qlora.py recipe: bf16 adapters, embeddings and head). ``optimizer``: see
     the module docstring (``adamw-foreach`` is PyTorch's default on CUDA).
+    ``optimizer_dtype``: AdamW's m and v in fp32, or in 16 bit (bf16/fp16) as PyTorch keeps
+    them for a model cast to 16 bit: ``precision="bf16", optimizer_dtype="bf16"`` is
+    8 B/param (weights 2 + gradients 2 + m, v 4).
 
     Example: ``estimate_training("llama-7b", method="lora", lora_rank=8).trainable_params``
     is 4194304.
@@ -124,7 +135,15 @@ def estimate_training(
     sixteen = precision in ("mixed", "bf16")
     elem = 2 if sixteen else 4
     state = OPTIMIZER_STATE_BYTES[optimizer]
-    notes = [count.note] if count.note else []
+    if optimizer_dtype != "fp32":
+        if state != 8:
+            raise CourseError(
+                f"optimizer_dtype={optimizer_dtype!r} is for AdamW's 32-bit states; "
+                f"{optimizer} keeps its own.",
+                hint="Use optimizer='adamw' (or 'adamw-foreach') with a 16-bit state dtype.",
+            )
+        state = 4  # m and v, 2 bytes each
+    notes: list[str] = []
     if method == "full":
         trainable = count.total
         weights = trainable * elem
@@ -163,14 +182,16 @@ def estimate_training(
     }
     acts = activation_bytes(shape, gradient_checkpointing=gradient_checkpointing, **act_args)
     # AdamW's step temporary (sqrt of v): the largest tensor, or all of them with foreach
-    step_temp = 4 * (trainable if optimizer == "adamw-foreach" else largest) if state else 0
+    temp_elem = 4 if optimizer_dtype == "fp32" else 2
+    step_temp = temp_elem * (trainable if optimizer == "adamw-foreach" else largest) if state else 0
     # backward of one layer: gradients of its activations, about their size again
     backward_temp = layer_activation_bytes(shape, **act_args)
     if optimizer.startswith("paged"):
         notes.append("Paged optimizer states can move to CPU RAM when the GPU runs out.")
     return Estimate(
         model=name,
-        method=f"{method} ({precision}, {optimizer})",
+        method=f"{method} ({precision}, {optimizer}"
+        + (f", {optimizer_dtype} states)" if optimizer_dtype != "fp32" else ")"),
         precision=quant if method == "qlora" else precision,
         weights=int(weights),
         gradients=int(grads),

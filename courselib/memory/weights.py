@@ -5,7 +5,13 @@
   int8 adds one fp32 scale per output row; NF4/FP4 one absmax per 64 weights (fp32, or 8 bit
   with double quantisation). Embeddings, norms, biases and the output head stay in
   ``other_dtype`` (transformers never quantizes ``lm_head``).
-- GGUF file types: the per-tensor mix llama.cpp writes (:mod:`courselib.gguf.mix`).
+- AWQ / GPTQ 4-bit (group size 128): every block matrix as int32-packed 4-bit weights, an
+  fp16 scale and a 4-bit zero point per group of 128 input weights and output column, and for
+  GPTQ ``g_idx`` (the group of each input row, int32); the rest in fp16, as vLLM loads them.
+  A 4096 x 4096 matrix: 8 MiB of weights + 256 KiB of scales + 64 KiB of zeros (+ 16 KiB
+  g_idx for GPTQ): 4.156 bits per weight.
+- GGUF file types: the per-tensor mix llama.cpp writes (:mod:`courselib.gguf.mix`), for the
+  LLaMA-layout architectures llama.cpp runs (llama, mistral, mixtral, qwen2, gemma).
 
 Example::
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from courselib.errors import CourseError
 from courselib.gguf import mix as gguf_mix
 from courselib.memory.configs import shape_of
 from courselib.memory.params import count_params
@@ -26,6 +33,8 @@ from courselib.memory.precision import (
     BNB_BLOCK,
     BNB_DQ_BLOCK,
     FLOAT_BITS,
+    GROUP_BITS,
+    GROUP_SIZE,
     bytes_per_param,
     kind,
     normalize,
@@ -50,6 +59,20 @@ def quantized_matrix_bytes(numel: int, out_features: int, *, precision: str) -> 
     return packed + 4 * blocks + code
 
 
+def group_quant_matrix_bytes(in_features: int, out_features: int, *, precision: str) -> int:
+    """Bytes of one AWQ or GPTQ 4-bit matrix (group size 128, without its bias).
+
+    Example: 4096 x 4096 in GPTQ: 8388608 (qweight) + 262144 (fp16 scales, 32 groups x 4096
+    columns) + 65536 (4-bit zeros) + 16384 (g_idx) = 8732672 bytes.
+    """
+    groups = -(-in_features // GROUP_SIZE)
+    qweight = in_features * out_features // 2  # 4 bits, packed 8 per int32
+    scales = 2 * groups * out_features  # fp16
+    zeros = groups * out_features // 2  # 4 bits, packed 8 per int32 (qzeros)
+    g_idx = 4 * in_features if normalize(precision) == "gptq" else 0  # int32 per input row
+    return qweight + scales + zeros + g_idx
+
+
 def weight_bytes(
     config: Mapping[str, Any], *, precision: str, other_dtype: str | None = None
 ) -> int:
@@ -71,8 +94,20 @@ def weight_bytes(
             )
             total += lin.count * (matrix + lin.bias * lin.out_features * rest)
         return int(total)
+    if name in GROUP_BITS:  # AWQ / GPTQ: what is not quantized is fp16
+        total = (count.embedding + count.lm_head + count.norms) * 2
+        for lin in count.linears:
+            matrix = group_quant_matrix_bytes(lin.in_features, lin.out_features, precision=name)
+            total += lin.count * (matrix + lin.bias * lin.out_features * 2)
+        return int(total)
     assert kind(name) == "gguf"
     shape = shape_of(config)
+    if shape.model_type not in gguf_mix.LLAMA_LAYOUT:
+        raise CourseError(
+            f"GGUF sizes are replayed for LLaMA-layout models only, not {shape.model_type!r}.",
+            hint="Estimate from a real .gguf file (its header lists every tensor), or use "
+            "fp16/bf16/awq/gptq for this model.",
+        )
     if name in gguf_mix.FILE_TYPES:
         return gguf_mix.file_tensor_bytes(shape, name)
     # a bare ggml tensor type ("Q6_K"): every matrix in it, norms in F32
