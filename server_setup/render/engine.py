@@ -122,7 +122,7 @@ def engine_run(p: Plan, d: Deployment) -> EngineRun:
     """The engine's command line and needs, from a plan that fits and the settings."""
     kind = choose_engine(p, d)
     model_path = d.resolved_model_path()
-    name = d.served_model_name or p.model
+    name = d.served_model_name or p.model.removesuffix(".gguf")
     install = PurePosixPath(d.resolved_install_dir())
     venv_bin = PurePosixPath(d.venv) / "bin"
     port = str(d.engine_port)
