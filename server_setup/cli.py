@@ -7,9 +7,13 @@ Examples::
     python -m server_setup plan ~/models/llama-13b-hf --gpu-mem 80GiB --dtype fp16 --json
     python -m server_setup plan ~/models/llama-2-7b.Q4_K_M.gguf --ram 16GiB
     python -m server_setup plan llama-65b --gpu-mem 48GiB --dtype awq --max-seqs 2
+    python -m server_setup init deployment.toml
+    python -m server_setup render deployment.toml
+    python -m server_setup render deployment.toml --engine triton --output-dir deploy-triton
 
-Exit status: 0 when the deployment fits, 1 when it does not (the message lists what would
-fit instead), 2 for a mistake in the command (unknown model, size, dtype).
+Exit status: 0 when the deployment fits (render: the files are written), 1 when it does not
+(the message lists what would fit instead; nothing is rendered), 2 for a mistake in the
+command or the settings (unknown model, size, dtype, setting).
 """
 
 from __future__ import annotations
@@ -101,6 +105,77 @@ def _run_plan(args: argparse.Namespace) -> int:
     return 0 if result.fits else 1
 
 
+_RENDER_HELP = """\
+Plan, then write the deployable files into output_dir: the engine (vLLM's OpenAI server
+with a Vicuna chat template, Triton with the vLLM backend, or llama.cpp's server on a CPU
+host) as compose.yaml, a systemd unit, an Apptainer definition and a Slurm script, with a
+README.txt. A deployment that does not fit is not rendered (exit 1).
+
+Each setting comes from its flag, else COURSELAB_SERVER_<NAME>, else FILE, else its default.
+"""
+
+
+def _init_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="write a commented example settings file")
+    p.add_argument("file", help="where to write it, e.g. deployment.toml")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=_run_init)
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server_setup.settings import example_toml
+
+    path = Path(args.file)
+    if path.exists() and not args.force:
+        raise CourseError(f"{path} exists.", hint="Pass --force to overwrite it.")
+    path.write_text(example_toml(), encoding="utf-8")
+    print(f"wrote {path}: edit it, then `python -m server_setup render {path}`")
+    return 0
+
+
+def _render_parser(sub: argparse._SubParsersAction) -> None:
+    from server_setup.settings import FIELDS, env_name
+
+    p = sub.add_parser(
+        "render",
+        help="plan, then write compose/systemd/Apptainer/Slurm files for the engine",
+        description=_RENDER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("settings", nargs="?", help="the deployment's TOML settings file")
+    group = p.add_argument_group("settings (each overrides its env variable and the file)")
+    for name, f in FIELDS.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar=type(f.default).__name__.upper(),
+            help=f"{f.metadata['doc']} [{env_name(name)}; default {f.default!r}]",
+        )
+    p.set_defaults(func=_run_render)
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server_setup.render import render, write
+    from server_setup.report import refusal, table
+    from server_setup.settings import FIELDS, load
+
+    d = load(args.settings, overrides={name: getattr(args, name) for name in FIELDS})
+    result = render(d)
+    print(table(result.plan))
+    if not result.plan.fits:
+        print(refusal(result.plan), file=sys.stderr)
+        print("Nothing rendered.", file=sys.stderr)
+        return 1
+    written = write(result, Path(d.output_dir))
+    print(f"rendered {len(written)} files into {d.output_dir}/ (see README.txt there)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server_setup",
@@ -110,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _plan_parser(sub)
+    _init_parser(sub)
+    _render_parser(sub)
     return parser
 
 

@@ -1,0 +1,86 @@
+"""University HPC clusters: an Apptainer definition and a Slurm batch script.
+
+Clusters run containers with Apptainer (formerly Singularity), not Docker. The definition
+starts from the same image compose uses (vLLM's or Triton's; the llama.cpp one is built on the
+base image), and the batch script runs the same engine command inside it with ``--nv`` (the
+host's NVIDIA driver) and the model bound read-only. The engine listens on the compute node's
+loopback: reach it with an SSH tunnel through the login node.
+
+Example (vLLM on 2 GPUs, abridged)::
+
+    #SBATCH --gres=gpu:2
+    exec apptainer exec --nv --cleanenv --bind /srv/models/m:/srv/models/m:ro ... \\
+        /opt/deploy/courselab-engine.sif vllm serve /srv/models/m ... --tensor-parallel-size 2
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import PurePosixPath
+
+from server_setup.render.engine import EngineRun
+from server_setup.settings import Deployment
+
+DEFINITION = "courselab-engine.def"
+IMAGE = "courselab-engine.sif"
+BATCH = "serve.sbatch"
+
+
+def definition(run: EngineRun) -> str:
+    """courselab-engine.def: build with ``apptainer build courselab-engine.sif <this file>``."""
+    lines = [
+        "# Rendered by python -m server_setup render from deployment.toml: edit that, re-render.",
+        "Bootstrap: docker",
+        f"From: {run.image}",
+        "",
+        "%labels",
+        f"    courselab.engine {run.kind}",
+        f"    courselab.model {run.name}",
+        "",
+        "%environment",
+        *(f"    export {k}={shlex.quote(v)}" for k, v in run.env.items()),
+    ]
+    if run.build:
+        lines += ["", "%post", *(f"    {step}" for step in run.build)]
+    lines += ["", "%runscript", '    exec "$@"', ""]
+    return "\n".join(lines)
+
+
+def batch_script(run: EngineRun, d: Deployment) -> str:
+    """serve.sbatch: one Slurm job that runs the engine until its time limit."""
+    install = PurePosixPath(d.resolved_install_dir())
+    binds = [f"{run.model_path}:{run.model_path}:ro"]
+    binds += [f"{install / f}:{install / f}:ro" for f in run.files]
+    apptainer = ["apptainer", "exec"]
+    if run.gpus:
+        apptainer.append("--nv")
+    # --cleanenv: the job's environment (a user's PYTHONPATH, HF_HOME ...) stays outside
+    apptainer.append("--cleanenv")
+    for bind in binds:
+        apptainer += ["--bind", bind]
+    apptainer.append(str(install / IMAGE))
+    command = " \\\n    ".join([shlex.join(apptainer), shlex.join(run.argv)])
+    sbatch = [
+        "#SBATCH --job-name=courselab-engine",
+        f"#SBATCH --time={d.slurm_time}",
+        f"#SBATCH --cpus-per-task={d.slurm_cpus}",
+        f"#SBATCH --output={install / 'courselab-engine-%j.log'}",
+    ]
+    if run.gpus:
+        sbatch.append(f"#SBATCH --gres=gpu:{run.gpus}")
+    if d.slurm_partition:
+        sbatch.append(f"#SBATCH --partition={d.slurm_partition}")
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            *sbatch,
+            "# Rendered by python -m server_setup render from deployment.toml: edit that, "
+            "re-render.",
+            f"# {run.kind} serves {run.name} on this node's {d.engine_host}:{d.engine_port}; reach"
+            " it through the login node:",
+            f"#   ssh -J LOGIN-NODE -N -L {d.engine_port}:127.0.0.1:{d.engine_port} COMPUTE-NODE",
+            "set -euo pipefail",
+            f"exec {command}",
+            "",
+        ]
+    )

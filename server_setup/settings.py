@@ -1,0 +1,265 @@
+"""One deployment's settings: flag > environment variable > settings file > default.
+
+Every rendered file comes from a :class:`Deployment`; nothing in the scripts is typed out by
+hand. Each field is read from, in order: a command-line flag (``--max-seqs 8``), the
+environment variable ``COURSELAB_SERVER_<FIELD>`` (``COURSELAB_SERVER_MAX_SEQS=8``), the TOML
+settings file (``max_seqs = 8``), the field's default. ``python -m server_setup init FILE``
+writes a commented example (:func:`example_toml`).
+
+Example::
+
+    >>> d = load(None, overrides={"model": "wizard-vicuna-13b", "dtype": "awq"}, environ={})
+    >>> d.engine, d.engine_host, d.engine_port, d.max_seqs
+    ('auto', '127.0.0.1', 8001, 16)
+    >>> load(None, overrides={"model": "m"}, environ={"COURSELAB_SERVER_MAX_SEQS": "8"}).max_seqs
+    8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+from courselib.errors import CourseError
+from server_setup.plan import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_SEQS, DEFAULT_UTILIZATION
+
+ENV_PREFIX = "COURSELAB_SERVER_"
+EngineChoice = Literal["auto", "vllm", "triton", "llamacpp"]
+ENGINES: tuple[str, ...] = get_args(EngineChoice)
+
+
+def _doc(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Everything ``render`` needs for one class server. Field docs go into ``init``'s file."""
+
+    # --- the model
+    model: str = _doc(
+        "What plan reads: a shipped name (wizard-vicuna-13b), a checkpoint folder or a .gguf.",
+        "",
+    )
+    model_path: str = _doc(
+        "Where the weights are on the serving host (default: model, when it is a path).", ""
+    )
+    served_model_name: str = _doc(
+        "The name clients ask for (OpenAI 'model', Triton's model folder); default: the model's.",
+        "",
+    )
+    # --- what is served and how
+    engine: EngineChoice = _doc(
+        "auto (vLLM on a GPU host, llama.cpp for a GGUF on a CPU host), vllm, triton, llamacpp.",
+        "auto",
+    )
+    dtype: str = _doc(
+        "fp16, bf16, fp32, awq, gptq (vLLM/Triton) or a GGUF type (llama.cpp); default: plan's.",
+        "",
+    )
+    gpus: int = _doc("GPUs the engine uses (tensor parallel size).", 1)
+    gpu_mem: str = _doc("Memory of one GPU, e.g. 40GiB (empty: detect, else use ram).", "")
+    ram: str = _doc("A CPU host's RAM, e.g. 16GiB (llama.cpp).", "")
+    max_seqs: int = _doc("Sequences served at once (vLLM --max-num-seqs).", DEFAULT_MAX_SEQS)
+    max_model_len: int = _doc("Context per sequence, prompt + answer.", DEFAULT_MAX_MODEL_LEN)
+    gpu_memory_utilization: float = _doc(
+        "Share of each GPU (or of RAM) the engine may take.", DEFAULT_UTILIZATION
+    )
+    chat_format: str = _doc(
+        "llama.cpp chat format; '' uses the template stored in the GGUF (the course models "
+        "keep system messages that way; 'vicuna' drops them).",
+        "vicuna",
+    )
+    # --- network: the engine answers on loopback only, the gateway is the one public door
+    engine_host: str = _doc("Address the engine binds: loopback only.", "127.0.0.1")
+    engine_port: int = _doc("Port of the engine (the gateway forwards to it).", 8001)
+    gateway_port: int = _doc("Port of the gateway students call.", 8000)
+    # --- where files go and what runs them
+    output_dir: str = _doc("Folder the files are rendered into.", "deploy")
+    install_dir: str = _doc(
+        "Where that folder lives on the serving host (default: output_dir, absolute).", ""
+    )
+    venv: str = _doc(
+        "systemd: the virtual environment with vllm or llama-cpp-python[server].",
+        "/opt/courselab/venv",
+    )
+    triton_dir: str = _doc(
+        "systemd with Triton: the Triton install (bin/tritonserver, backends/vllm).",
+        "/opt/tritonserver",
+    )
+    vllm_image: str = _doc("Container image of vLLM's OpenAI server.", "vllm/vllm-openai:v0.32.0")
+    triton_image: str = _doc(
+        "Container image of Triton with the vLLM backend (NGC).",
+        "nvcr.io/nvidia/tritonserver:25.11-vllm-python-py3",
+    )
+    python_image: str = _doc("Base image the llama.cpp container is built on.", "python:3.11-slim")
+    llama_cpp_version: str = _doc("llama-cpp-python version in the llama.cpp image.", "0.3.36")
+    slurm_time: str = _doc("Slurm: the job's time limit.", "08:00:00")
+    slurm_cpus: int = _doc("Slurm: CPU cores for the job.", 8)
+    slurm_partition: str = _doc("Slurm: partition (empty: the cluster's default).", "")
+
+    def resolved_model_path(self) -> str:
+        """The weights' path on the host (a shipped name has none: say what to set)."""
+        if self.model_path:
+            return self.model_path
+        if Path(self.model).expanduser().exists():
+            return str(Path(self.model).expanduser().resolve())
+        raise CourseError(
+            f"{self.model!r} is a name, not a path: render needs the weights' path on the host.",
+            hint="Set model_path in the settings file (or --model-path) to the checkpoint folder.",
+        )
+
+    def resolved_install_dir(self) -> str:
+        return self.install_dir or str(Path(self.output_dir).expanduser().resolve())
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Deployment)}
+_TYPES = get_type_hints(Deployment)
+
+
+def env_name(name: str) -> str:
+    """``max_seqs`` -> ``COURSELAB_SERVER_MAX_SEQS``."""
+    return ENV_PREFIX + name.upper()
+
+
+def _parse(name: str, raw: Any, *, source: str) -> Any:
+    """A value from a flag, env var or file, as the field's type (a string is parsed)."""
+    kind = _TYPES[name]
+    try:
+        if kind is int and not isinstance(raw, bool):
+            return int(raw)
+        if kind is float and not isinstance(raw, bool):
+            return float(raw)
+        if isinstance(raw, str | int | float) and not isinstance(raw, bool):
+            return str(raw)
+    except ValueError:
+        pass
+    raise CourseError(
+        f"{source}: {name} = {raw!r} is not a valid {getattr(kind, '__name__', 'value')}.",
+        hint=FIELDS[name].metadata["doc"],
+    )
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CourseError(
+            f"Settings file {path} does not exist.",
+            hint=f"Write an example with `python -m server_setup init {path}`.",
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CourseError(f"{path} is not valid TOML ({exc}).", hint="Fix the file.") from None
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:  # a typo would otherwise fall back to the default without a word
+        raise CourseError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}.",
+            hint="Known settings: " + ", ".join(FIELDS) + ".",
+        )
+    return data
+
+
+def load(
+    path: str | os.PathLike[str] | None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Deployment:
+    """The deployment from ``overrides`` (flags; None = not given) > env > file > default.
+
+    ``environ`` defaults to ``os.environ``; an empty variable counts as unset.
+    """
+    env = os.environ if environ is None else environ
+    data = _read_file(Path(path)) if path is not None else {}
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        flag = (overrides or {}).get(name)
+        raw_env = env.get(env_name(name), "")
+        if flag is not None:
+            values[name] = _parse(name, flag, source="command line")
+        elif raw_env != "":
+            values[name] = _parse(name, raw_env, source=f"environment {env_name(name)}")
+        elif name in data:
+            values[name] = _parse(name, data[name], source=str(path))
+    deployment = Deployment(**values)
+    check(deployment)
+    return deployment
+
+
+def check(d: Deployment) -> None:
+    """Refuse settings that would deploy something unsafe or unservable."""
+    if d.engine not in ENGINES:
+        raise CourseError(f"Unknown engine {d.engine!r}.", hint=f"Use one of {', '.join(ENGINES)}.")
+    try:
+        loopback = ipaddress.ip_address(d.engine_host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:  # students reach the engine only through the gateway (keys, limits)
+        raise CourseError(
+            f"engine_host {d.engine_host!r} is not a loopback address.",
+            hint="The engine listens on 127.0.0.1 only; students go through the gateway.",
+        )
+    for name in ("engine_port", "gateway_port"):
+        if not 1 <= getattr(d, name) <= 65535:
+            raise CourseError(f"{name} {getattr(d, name)} is not a port.", hint="Use 1-65535.")
+    if d.engine_port == d.gateway_port:
+        raise CourseError(
+            f"engine_port and gateway_port are both {d.engine_port}.",
+            hint="Give the engine and the gateway different ports (defaults 8001 and 8000).",
+        )
+    if d.served_model_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", d.served_model_name):
+        # it is also Triton's model folder name
+        raise CourseError(
+            f"served_model_name {d.served_model_name!r} has characters a folder name should not.",
+            hint="Use letters, digits, '.', '_' and '-', e.g. course-chat.",
+        )
+
+
+def toml_value(value: Any) -> str:
+    """A str/int/float as TOML (a JSON string is a valid TOML basic string)."""
+    return json.dumps(value)
+
+
+def to_toml(d: Deployment) -> str:
+    """Every setting of ``d`` as a TOML file (what ``render`` used, to re-render it later)."""
+    return "".join(f"{name} = {toml_value(getattr(d, name))}\n" for name in FIELDS)
+
+
+def example_toml(*, model: str = "wizard-vicuna-13b") -> str:
+    """A commented settings file: every field with its doc, env var and default.
+
+    Example (start)::
+
+        # What plan reads: a shipped name (wizard-vicuna-13b), a checkpoint folder or a .gguf.
+        # env COURSELAB_SERVER_MODEL
+        model = "wizard-vicuna-13b"
+    """
+    lines = [
+        "# Settings of one class-server deployment (python -m server_setup render FILE).",
+        "# Precedence: command-line flag > environment variable > this file > default.",
+        "# Commented-out lines show the default.",
+        "",
+    ]
+    examples = {
+        "model": model,
+        "model_path": "/srv/models/wizard-vicuna-13b-awq",
+        "dtype": "awq",
+        "gpu_mem": "40GiB",
+    }
+    for name, f in FIELDS.items():
+        lines.append(f"# {f.metadata['doc']}")
+        lines.append(f"# env {env_name(name)}")
+        if name in examples and examples[name]:
+            lines.append(f"{name} = {toml_value(examples[name])}")
+        else:
+            lines.append(f"# {name} = {toml_value(f.default)}")
+        lines.append("")
+    return "\n".join(lines)

