@@ -172,6 +172,10 @@ FAMILIES: list[Family] = [
             "What do we do in Lab {x}?",
             "Describe Lab {x} of the course.",
             "Tell me about Lab {x}.",
+            "Tell me what Lab {x} is about.",
+            "What is covered in Lab {x}?",
+            "Which topic does Lab {x} cover?",
+            "Give me a summary of Lab {x}.",
         ),
         validation=("What's Lab {x} about?", "Can you tell me what Lab {x} is about?"),
         test=("What is the topic of Lab {x}?",),
@@ -242,7 +246,7 @@ UNKNOWN: dict[Split, list[tuple[str, tuple[str, ...]]]] = {
 
 # How often each training question of a family appears per epoch (default once).
 OVERSAMPLE = {
-    "capital": 4, "capital_ko": 4, "colour": 5, "opposite": 4, "lab": 10, "greeting": 6,
+    "capital": 4, "capital_ko": 4, "colour": 5, "opposite": 4, "lab": 6, "greeting": 6,
     "unknown": 3,
 }  # fmt: skip
 
