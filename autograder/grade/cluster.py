@@ -8,10 +8,12 @@ directory at the same path (a shared file system: the run's scratch folder is ma
 have this course lab installed, and bubblewrap if ``isolation = "sandbox"``.
 
 Results come back to this process, the gradebook's one writer, as on the local pool. A worker
-killed by the code it grades is restarted by its nanny and the scheduler gives the submission
-to another worker; a submission that kills ``ALLOWED_FAILURES + 1`` workers scores 0 with the
-reason (``KilledWorker``). A remote scheduler applies its own
-``distributed.scheduler.allowed-failures`` and ``worker-saturation`` (set them to 1 and 1.0).
+killed by the code it grades is restarted by its nanny; every submission that was on a worker
+when it died is graded again at the end, alone on the cluster, as on the local pool, and one
+that kills its worker again scores 0 with the reason. (Left to the scheduler's own retries, an
+innocent submission was seen to die twice beside a killer on a loaded machine.) A remote
+scheduler applies its own ``distributed.scheduler.allowed-failures`` and ``worker-saturation``
+(set them to 0 and 1.0).
 
 Example::
 
@@ -27,8 +29,8 @@ from pathlib import Path
 from autograder.grade.job import Job, Result
 from autograder.grade.pipeline import scored_zero
 
-ALLOWED_FAILURES = 1
-"""Worker deaths a submission may cause before it scores 0 (the local pool: one, then alone)."""
+ALLOWED_FAILURES = 0
+"""The scheduler's own retries: none. A submission on a dying worker is graded again alone."""
 
 
 def run_on_dask(
@@ -68,24 +70,33 @@ def run_on_dask(
             )
         try:
             with Client(cluster if cluster is not None else address) as client:
-                futures = {
-                    client.submit(
+
+                def submit(job: Job, *, attempt: str = ""):
+                    return client.submit(
                         work,
                         job,
                         str(running),
                         str(runtime),
-                        key=f"grade-{job.student}",
+                        key=f"grade-{job.student}{attempt}",
                         pure=False,
-                    ): job
-                    for job in jobs
-                }
+                    )
+
+                futures = {submit(job): job for job in jobs}
+                suspects = []  # on a worker when it died: the killer, or beside it
                 for future in as_completed(futures):
                     job = futures[future]
                     try:
-                        result = future.result()
+                        handle(future.result())
+                    except KilledWorker:
+                        suspects.append(job)
+                    except Exception as err:  # the worker raised outside grade_one's guard
+                        handle(error(job, f"grader error: {type(err).__name__}: {err}"))
+                for job in suspects:  # one at a time, nothing else on the cluster
+                    try:
+                        result = submit(job, attempt="-alone").result()
                     except KilledWorker:
                         result = scored_zero(job, KILLED_WORKER)
-                    except Exception as err:  # the worker raised outside grade_one's guard
+                    except Exception as err:
                         result = error(job, f"grader error: {type(err).__name__}: {err}")
                     handle(result)
         finally:
