@@ -113,6 +113,19 @@ def server(tmp_path_factory, course_gguf):
     flags = _flags(state, engine_port, gateway_port, str(course_gguf("course-chat", "Q4_K_M")))
     up = _cli("up", *flags)
     _groups(state)
+    try:
+        info = _issue_keys(state, flags, up.stdout, engine_port, gateway_port)
+    except BaseException:
+        _cli("down", *flags)
+        raise
+    yield info
+    _cli("down", *flags)
+    assert _our_processes(state) == []
+
+
+def _issue_keys(
+    state: Path, flags: list[str], up_stdout: str, engine_port: int, gateway_port: int
+) -> dict:
     roster = state.parent / "roster.csv"
     roster.write_text(
         "student_id,name,email\n" + "".join(f"{s},Student {s},{s}@example.edu\n" for s in STUDENTS)
@@ -120,18 +133,25 @@ def server(tmp_path_factory, course_gguf):
     out = state.parent / "keys.csv"
     _cli("keys", "issue", str(roster), "--state-dir", str(state), "--out", str(out))
     keys = {row["student_id"]: row["api_key"] for row in csv.DictReader(out.open())}
-    info = {
+    return {
         "state": state,
         "flags": flags,
         "url": f"http://127.0.0.1:{gateway_port}/v1",
         "engine_url": f"http://127.0.0.1:{engine_port}/v1",
         "keys": keys,
-        "up_stdout": up.stdout,
-        "sent": {},
+        "up_stdout": up_stdout,
     }
-    yield info
-    _cli("down", *flags)
-    assert _our_processes(state) == []
+
+
+def _logged(server, matches, *, timeout_s: float = 5.0) -> dict:
+    """The last access-log record, once it matches (nginx logs after the response is sent)."""
+    log = server["state"] / "logs" / "access.jsonl"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = json.loads(log.read_text().splitlines()[-1])
+        if matches(last) or time.monotonic() > deadline:
+            return last
+        time.sleep(0.05)
 
 
 def _client(server, student: str | None = None, *, key: str | None = None) -> openai.OpenAI:
@@ -219,7 +239,7 @@ def test_max_tokens_over_the_cap_is_refused_and_none_asked_is_capped(server):
         client.chat.completions.create(model="m", messages=QUESTION, max_tokens=0)
     reply = client.chat.completions.create(model="m", messages=QUESTION)  # none asked
     assert reply.usage.completion_tokens <= CAP
-    last = json.loads((server["state"] / "logs" / "access.jsonl").read_text().splitlines()[-1])
+    last = _logged(server, lambda rec: rec["status"] == "200")
     assert last["student"] == "s001" and last["max_tokens"] == str(CAP)
 
 
@@ -231,6 +251,9 @@ def test_a_body_over_the_size_cap_gets_413(server):
         json={"messages": big, "max_tokens": 1},
     )
     assert r.status_code == 413 and "8 KiB" in r.json()["error"]["message"]
+    # checked on Content-Length before the key (nginx's find-config phase)
+    r = httpx.post(server["url"] + "/chat/completions", json={"messages": big})
+    assert r.status_code == 413
 
 
 def test_status_counts_what_each_student_sent(server):
@@ -250,7 +273,7 @@ def test_status_counts_what_each_student_sent(server):
         client.chat.completions.create(
             model="m", messages=[{"role": "user", "content": "y" * 9000}]
         )
-    time.sleep(0.2)  # nginx writes the log line after the response
+    _logged(server, lambda rec: rec["student"] == "s004" and rec["status"] == "413")
     out = json.loads(_cli("status", *server["flags"], "--json").stdout)
     assert out["engine_ok"] and out["gateway_ok"]
     row = {u["student"]: u for u in out["usage"]}["s004"]
@@ -283,9 +306,12 @@ def test_down_leaves_no_processes_and_up_refuses_what_does_not_fit(tmp_path, cou
     assert refused.returncode == 1 and "DOES NOT FIT" in refused.stderr
     assert "Nothing started" in refused.stderr and _our_processes(state) == []
     _cli("up", *flags)
-    assert len(_our_processes(state)) == 3  # engine, nginx master and its worker
-    again = _cli("up", *flags, check=False)
-    assert again.returncode == 2 and "already running" in again.stderr
-    assert "stopped gateway and engine" in _cli("down", *flags).stdout
+    try:
+        assert len(_our_processes(state)) == 3  # engine, nginx master and its worker
+        again = _cli("up", *flags, check=False)
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        stopped = _cli("down", *flags).stdout
+    assert "stopped gateway and engine" in stopped
     assert _our_processes(state) == []
     assert "engine  down" in _cli("status", *flags).stdout
