@@ -75,9 +75,10 @@ test: models sysdeps
 	$(PY) -m pytest -q
 
 # Debian packages the tests use beyond Python (bubblewrap: the autograder's sandbox; chromium:
-# the browser test of the labs, driven by Playwright without its own browser download). Installed
-# when missing and this is root with apt-get (CI); otherwise those tests skip and say why.
-SYSTEM_PACKAGES ?= bubblewrap chromium
+# the browser test of the labs, driven by Playwright without its own browser download; nginx and
+# its njs module: the class server's gateway). Installed when missing and this is root with
+# apt-get (CI); otherwise the sandbox and browser tests skip and say why, the gateway tests fail.
+SYSTEM_PACKAGES ?= bubblewrap chromium nginx libnginx-mod-http-js
 sysdeps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

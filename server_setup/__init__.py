@@ -6,6 +6,8 @@
 - :mod:`~server_setup.settings`  one deployment's settings: flag > env > file > default
 - :mod:`~server_setup.render`    the deployable files (vLLM, Triton, llama.cpp; compose, systemd,
                                 Apptainer, Slurm)
-- :mod:`~server_setup.cli`       the command line (``plan``, ``init``, ``render``; up/down, check
-                                to come)
+- :mod:`~server_setup.gateway`   nginx in front of the engine: per-student keys, limits, log
+- :mod:`~server_setup.local`     ``up``/``down``/``status``: the CPU deployment on this machine
+- :mod:`~server_setup.cli`       the command line (``plan``, ``init``, ``render``, ``keys``,
+                                ``up``, ``down``, ``status``; ``check`` and ``loadtest`` to come)
 """

@@ -10,10 +10,15 @@ Examples::
     python -m server_setup init deployment.toml
     python -m server_setup render deployment.toml
     python -m server_setup render deployment.toml --engine triton --output-dir deploy-triton
+    python -m server_setup up --model course-chat --max-model-len 512
+    python -m server_setup keys issue roster.csv --out keys-to-hand-out.csv
+    python -m server_setup keys revoke s017
+    python -m server_setup status
+    python -m server_setup down
 
-Exit status: 0 when the deployment fits (render: the files are written), 1 when it does not
-(the message lists what would fit instead; nothing is rendered), 2 for a mistake in the
-command or the settings (unknown model, size, dtype, setting).
+Exit status: 0 when the deployment fits (render: the files are written; up: it runs), 1 when
+it does not (the message lists what would fit instead; nothing is rendered or started), 2 for
+a mistake in the command or the settings (unknown model, size, dtype, setting) or a failed start.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import sys
 
 from courselib.errors import CourseError
+from server_setup import cli_local
 
 _PLAN_HELP = """\
 Check, before anything is loaded, that the model fits the server: weights at the served
@@ -136,8 +142,6 @@ def _run_init(args: argparse.Namespace) -> int:
 
 
 def _render_parser(sub: argparse._SubParsersAction) -> None:
-    from server_setup.settings import FIELDS, env_name
-
     p = sub.add_parser(
         "render",
         help="plan, then write compose/systemd/Apptainer/Slurm files for the engine",
@@ -145,6 +149,14 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("settings", nargs="?", help="the deployment's TOML settings file")
+    add_settings(p)
+    p.set_defaults(func=_run_render)
+
+
+def add_settings(p: argparse.ArgumentParser) -> None:
+    """One flag per Deployment field (--max-seqs ...); each overrides its env var and the file."""
+    from server_setup.settings import FIELDS, env_name
+
     group = p.add_argument_group("settings (each overrides its env variable and the file)")
     for name, f in FIELDS.items():
         group.add_argument(
@@ -154,7 +166,13 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
             metavar=type(f.default).__name__.upper(),
             help=f"{f.metadata['doc']} [{env_name(name)}; default {f.default!r}]",
         )
-    p.set_defaults(func=_run_render)
+
+
+def load_settings(args: argparse.Namespace):
+    """The Deployment from args.settings (a file or None) and the settings flags."""
+    from server_setup.settings import FIELDS, load
+
+    return load(args.settings, overrides={name: getattr(args, name) for name in FIELDS})
 
 
 def _run_render(args: argparse.Namespace) -> int:
@@ -162,9 +180,8 @@ def _run_render(args: argparse.Namespace) -> int:
 
     from server_setup.render import render, write
     from server_setup.report import refusal, table
-    from server_setup.settings import FIELDS, load
 
-    d = load(args.settings, overrides={name: getattr(args, name) for name in FIELDS})
+    d = load_settings(args)
     result = render(d)
     print(table(result.plan))
     if not result.plan.fits:
@@ -187,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_parser(sub)
     _init_parser(sub)
     _render_parser(sub)
+    cli_local.add_parsers(sub)
     return parser
 
 

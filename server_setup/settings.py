@@ -82,6 +82,27 @@ class Deployment:
     engine_host: str = _doc("Address the engine binds: loopback only.", "127.0.0.1")
     engine_port: int = _doc("Port of the engine (the gateway forwards to it).", 8001)
     gateway_port: int = _doc("Port of the gateway students call.", 8000)
+    gateway_host: str = _doc(
+        "Address the gateway binds: 127.0.0.1 for a laptop dry run, 0.0.0.0 on the class host.",
+        "127.0.0.1",
+    )
+    # --- the gateway's limits, per student key (nginx: limit_req, client_max_body_size, njs)
+    rate_per_minute: int = _doc("Requests per minute one student may make (then 429).", 30)
+    rate_burst: int = _doc("Requests over the rate a student may make at once before 429.", 10)
+    max_tokens: int = _doc(
+        "Most tokens one request may ask for (over it: 400; none asked: this many).", 512
+    )
+    max_body_kib: int = _doc("Largest request body in KiB (over it: 413).", 256)
+    nginx: str = _doc("The nginx program (Debian: /usr/sbin/nginx).", "/usr/sbin/nginx")
+    nginx_js_module: str = _doc(
+        "njs module nginx loads (Debian's libnginx-mod-http-js).",
+        "/usr/lib/nginx/modules/ngx_http_js_module.so",
+    )
+    state_dir: str = _doc(
+        "Keys, logs, pid and temp files of the gateway and of `up` "
+        "(default: $XDG_STATE_HOME/courselab-server, else ~/.local/state/courselab-server).",
+        "",
+    )
     # --- where files go and what runs them
     output_dir: str = _doc("Folder the files are rendered into.", "deploy")
     install_dir: str = _doc(
@@ -119,6 +140,14 @@ class Deployment:
 
     def resolved_install_dir(self) -> str:
         return self.install_dir or str(Path(self.output_dir).expanduser().resolve())
+
+    def resolved_state_dir(self, *, environ: Mapping[str, str] | None = None) -> Path:
+        """``state_dir``, else ``$XDG_STATE_HOME/courselab-server`` (~/.local/state/...)."""
+        if self.state_dir:
+            return Path(self.state_dir).expanduser().resolve()
+        env = os.environ if environ is None else environ
+        base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base).expanduser().resolve() / "courselab-server"
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Deployment)}
@@ -210,6 +239,18 @@ def check(d: Deployment) -> None:
     for name in ("engine_port", "gateway_port"):
         if not 1 <= getattr(d, name) <= 65535:
             raise CourseError(f"{name} {getattr(d, name)} is not a port.", hint="Use 1-65535.")
+    try:
+        ipaddress.ip_address(d.gateway_host)
+    except ValueError:
+        raise CourseError(
+            f"gateway_host {d.gateway_host!r} is not an IP address.",
+            hint="Use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).",
+        ) from None
+    for name in ("rate_per_minute", "rate_burst", "max_tokens", "max_body_kib"):
+        if getattr(d, name) < (0 if name == "rate_burst" else 1):
+            raise CourseError(
+                f"{name} = {getattr(d, name)} is too small.", hint=FIELDS[name].metadata["doc"]
+            )
     if d.engine_port == d.gateway_port:
         raise CourseError(
             f"engine_port and gateway_port are both {d.engine_port}.",

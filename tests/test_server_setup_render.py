@@ -55,6 +55,8 @@ COMMON = {
     "courselab-engine.service",
     "courselab-engine.def",
     "serve.sbatch",
+    "gateway/nginx.conf",
+    "gateway/gateway.js",
 }
 
 
@@ -410,3 +412,28 @@ def test_cli_init_then_render(tmp_path):
     assert refused.returncode == 1
     assert "DOES NOT FIT" in refused.stderr and "Nothing rendered" in refused.stderr
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_gateway_config_passes_nginx_own_check(case, tmp_path):
+    """nginx -t (Debian's nginx + njs) on the rendered gateway; missing nginx FAILS (make sysdeps)."""
+    from server_setup.gateway.keys import KeyStore
+    from server_setup.gateway.nginx import GatewayPaths
+
+    d = _deployment(tmp_path, case, state_dir=str(tmp_path / "state"), gateway_host="0.0.0.0")
+    if not (Path(d.nginx).exists() and Path(d.nginx_js_module).exists()):
+        pytest.fail("nginx and libnginx-mod-http-js are not installed (make sysdeps as root)")
+    result = render(d)
+    write(result, Path(d.output_dir))
+    paths = GatewayPaths.of(d, install_dir=Path(d.output_dir))
+    KeyStore(paths.keys_map.parent).ensure()
+    paths.make_dirs()
+    check = subprocess.run(
+        [d.nginx, "-t", "-p", str(paths.prefix), "-c", str(paths.conf)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+    conf = paths.conf.read_text()
+    assert "listen 0.0.0.0:8000;" in conf and "server 127.0.0.1:8001;" in conf
+    assert ("location /v2/models/" in conf) == (case == "triton")

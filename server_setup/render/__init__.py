@@ -7,6 +7,8 @@ gets no files. A fitting one gets, in ``output_dir``:
   backend (``model_repository/``) or llama-cpp-python's server on a CPU host (``Dockerfile``);
 - the same engine command as ``compose.yaml``, ``courselab-engine.service`` (systemd),
   ``courselab-engine.def`` (Apptainer) and ``serve.sbatch`` (Slurm);
+- the gateway in front of it: ``gateway/nginx.conf`` and ``gateway/gateway.js`` (per-student
+  keys, limits and log: :mod:`server_setup.gateway.nginx`);
 - ``deployment.toml`` (the settings used) and ``README.txt`` (what to run).
 
 Modules: :mod:`.engine` (the command line), :mod:`.triton`, :mod:`.compose`, :mod:`.systemd`,
@@ -30,6 +32,7 @@ from pathlib import Path
 from courselib.atomic import atomic_path
 from courselib.chat.vicuna import VICUNA_JINJA
 from courselib.errors import CourseError
+from server_setup.gateway import nginx
 from server_setup.plan import Plan, plan
 from server_setup.render import compose, hpc, readme, systemd, triton
 from server_setup.render.engine import CHAT_TEMPLATE, EngineRun, engine_run
@@ -87,6 +90,9 @@ def render(d: Deployment) -> Rendered:
     files[systemd.UNIT] = systemd.unit(run, install_dir=install)
     files[hpc.DEFINITION] = hpc.definition(run)
     files[hpc.BATCH] = hpc.batch_script(run, used)
+    gateway = nginx.GatewayPaths.of(used, install_dir=Path(install))
+    files[nginx.CONF] = nginx.nginx_conf(used, paths=gateway, engine_kind=run.kind)
+    files[nginx.JS] = nginx.gateway_js()
     files["README.txt"] = readme.readme(sorted(files), run=run, p=p, d=used)
     return Rendered(plan=p, engine=run, files=files)
 

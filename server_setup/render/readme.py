@@ -23,6 +23,8 @@ def readme(files: list[str], *, run: EngineRun, p: Plan, d: Deployment) -> str:
         "courselab-engine.def": "Apptainer: `apptainer build courselab-engine.sif "
         "courselab-engine.def` (in this folder)",
         "serve.sbatch": "Slurm: `sbatch serve.sbatch` (needs courselab-engine.sif here)",
+        "gateway/nginx.conf": "the students' door (nginx + njs): keys, rate limit, caps, log",
+        "gateway/gateway.js": "the gateway's njs checks (key hash, max_tokens, token counts)",
     }
     lines = [
         f"{MARK} from deployment.toml.",
@@ -51,4 +53,13 @@ def readme(files: list[str], *, run: EngineRun, p: Plan, d: Deployment) -> str:
     else:
         check = f"curl -s http://{d.engine_host}:{d.engine_port}/v1/models"
     lines += ["", "Check from the serving host once it has loaded:", f"  {check}", ""]
+    state = d.resolved_state_dir()
+    lines += [
+        "The gateway (Debian: apt-get install nginx libnginx-mod-http-js):",
+        f"  mkdir -p {state}/logs {state}/run {state}/nginx",
+        f"  python -m server_setup keys issue roster.csv --state-dir {state} --out keys.csv",
+        f"  {d.nginx} -p {state}/nginx -c {install}/gateway/nginx.conf",
+        f"Students call http://<this host>:{d.gateway_port}/v1 with their key.",
+        "",
+    ]
     return "\n".join(lines)

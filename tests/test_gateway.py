@@ -1,0 +1,317 @@
+"""The class gateway for real: nginx (Debian's package + njs) in front of llama-cpp-python's
+server on course-chat, started by ``python -m server_setup up`` and stopped by ``down``.
+
+Everything on 127.0.0.1, on free ports, with all state in a temp dir. nginx is a system
+package: when it is missing these tests FAIL and say how to install it (CI: make sysdeps).
+Generations are short (max_tokens <= 16): the runners have two shared cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from server_setup.settings import Deployment
+
+ROOT = Path(__file__).resolve().parent.parent
+CAP = 16  # the gateway's max_tokens cap in these tests
+BODY_KIB = 8
+RATE, BURST = 120, 20  # per student a minute; bursts
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+STUDENTS = ("s001", "s002", "s003", "s004")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "server_setup", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"server_setup {args[0]} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def _require_nginx() -> None:
+    d = Deployment()
+    missing = [p for p in (d.nginx, d.nginx_js_module) if not Path(p).exists()]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not installed: the gateway tests need Debian's nginx and "
+            "njs (make sysdeps as root, or apt-get install nginx libnginx-mod-http-js)"
+        )
+
+
+def _our_processes(state: Path) -> list[str]:
+    """Live processes of this deployment: its command lines name the state dir, or they are
+    in the process group of one that did (nginx workers are just 'nginx: worker process')."""
+    procs = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":  # a zombie has exited, only its exit status is left
+                procs[int(entry.name)] = (cmd, int(fields[2]))  # (cmdline, process group)
+    groups = _groups(state) | {pgid for cmd, pgid in procs.values() if str(state) in cmd}
+    return [cmd for cmd, pgid in procs.values() if pgid in groups or str(state) in cmd]
+
+
+def _groups(state: Path) -> set[int]:
+    """Process groups up started (each process leads its own: pgid = pid), as recorded."""
+    seen = state / "test-groups"
+    for name in ("engine.pid", "nginx.pid"):
+        pid_file = state / "run" / name
+        if pid_file.exists():
+            with seen.open("a") as f:
+                f.write(pid_file.read_text())
+    return {int(x) for x in seen.read_text().split()} if seen.exists() else set()
+
+
+def _flags(state: Path, engine_port: int, gateway_port: int, model: str) -> list[str]:
+    return [
+        "--model", model,
+        "--max-model-len", "512",
+        "--state-dir", str(state),
+        "--engine-port", str(engine_port),
+        "--gateway-port", str(gateway_port),
+        "--rate-per-minute", str(RATE),
+        "--rate-burst", str(BURST),
+        "--max-tokens", str(CAP),
+        "--max-body-kib", str(BODY_KIB),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, course_gguf):
+    """``up`` on course-chat with four students' keys; ``down`` afterwards (checked)."""
+    _require_nginx()
+    state = tmp_path_factory.mktemp("server-state")
+    engine_port, gateway_port = _port(), _port()
+    flags = _flags(state, engine_port, gateway_port, str(course_gguf("course-chat", "Q4_K_M")))
+    up = _cli("up", *flags)
+    _groups(state)
+    try:
+        info = _issue_keys(state, flags, up.stdout, engine_port, gateway_port)
+    except BaseException:
+        _cli("down", *flags)
+        raise
+    yield info
+    _cli("down", *flags)
+    assert _our_processes(state) == []
+
+
+def _issue_keys(
+    state: Path, flags: list[str], up_stdout: str, engine_port: int, gateway_port: int
+) -> dict:
+    roster = state.parent / "roster.csv"
+    roster.write_text(
+        "student_id,name,email\n" + "".join(f"{s},Student {s},{s}@example.edu\n" for s in STUDENTS)
+    )
+    out = state.parent / "keys.csv"
+    _cli("keys", "issue", str(roster), "--state-dir", str(state), "--out", str(out))
+    keys = {row["student_id"]: row["api_key"] for row in csv.DictReader(out.open())}
+    return {
+        "state": state,
+        "flags": flags,
+        "url": f"http://127.0.0.1:{gateway_port}/v1",
+        "engine_url": f"http://127.0.0.1:{engine_port}/v1",
+        "keys": keys,
+        "up_stdout": up_stdout,
+    }
+
+
+def _logged(server, matches, *, timeout_s: float = 5.0) -> dict:
+    """The last access-log record, once it matches (nginx logs after the response is sent)."""
+    log = server["state"] / "logs" / "access.jsonl"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = json.loads(log.read_text().splitlines()[-1])
+        if matches(last) or time.monotonic() > deadline:
+            return last
+        time.sleep(0.05)
+
+
+def _client(server, student: str | None = None, *, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=server["url"],
+        api_key=key if key is not None else server["keys"][student],
+        max_retries=0,  # the tests look at each refusal
+        timeout=30,
+    )
+
+
+def test_up_prints_the_url_and_where_the_keys_are(server):
+    assert server["url"] in server["up_stdout"]
+    keys_dir = server["state"] / "keys"
+    assert str(keys_dir / "keys.map") in server["up_stdout"]
+    # hashes only, readable by the owner alone
+    assert oct(keys_dir.stat().st_mode & 0o777) == "0o700"
+    for f in ("keys.map", "students.json"):
+        assert oct((keys_dir / f).stat().st_mode & 0o777) == "0o600"
+        text = (keys_dir / f).read_text()
+        assert not any(key in text for key in server["keys"].values())
+    # the engine answers on loopback only
+    conf = (server["state"] / "deploy" / "gateway" / "nginx.conf").read_text()
+    assert f"server 127.0.0.1:{server['engine_url'].split(':')[2][:-3]};" in conf
+
+
+def test_a_good_key_chats_and_streams(server):
+    client = _client(server, "s001")
+    assert [m.id for m in client.models.list().data]
+    reply = client.chat.completions.create(model="course-chat", messages=QUESTION, max_tokens=CAP)
+    assert "Paris" in reply.choices[0].message.content
+    chunks = [
+        c.choices[0].delta.content
+        for c in client.chat.completions.create(
+            model="course-chat", messages=QUESTION, max_tokens=CAP, stream=True
+        )
+        if c.choices and c.choices[0].delta.content
+    ]
+    assert len(chunks) > 1 and "Paris" in "".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "key, code", [(None, "missing_api_key"), ("sk-course-wrong", "invalid_api_key")]
+)
+def test_a_missing_or_wrong_key_gets_401(server, key, code):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    r = httpx.get(server["url"] + "/models", headers=headers)
+    assert r.status_code == 401 and r.json()["error"]["code"] == code
+    if key:
+        with pytest.raises(openai.AuthenticationError, match="not valid"):
+            _client(server, key=key).models.list()
+
+
+def test_a_revoked_key_gets_401(server):
+    client = _client(server, "s003")
+    client.models.list()
+    revoke = _cli("keys", "revoke", "s003", "--state-dir", str(server["state"]))
+    assert "reloaded" in revoke.stdout
+    with pytest.raises(openai.AuthenticationError, match="unknown or revoked"):
+        client.models.list()
+    listed = _cli("keys", "list", "--state-dir", str(server["state"])).stdout
+    assert [line for line in listed.splitlines() if line.startswith("s003")][0].rstrip()[-6:] != ""
+    _client(server, "s001").models.list()  # the others keep working
+
+
+def test_over_the_rate_limit_gets_429_with_retry_after(server):
+    headers = {"Authorization": f"Bearer {server['keys']['s002']}"}
+    with httpx.Client() as http:
+        codes = [http.get(server["url"] + "/models", headers=headers) for _ in range(BURST + 5)]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited and {r.status_code for r in codes} == {200, 429}
+    assert limited[0].headers["Retry-After"] == "1"  # 60 / 120 a minute, rounded up
+    assert limited[0].json()["error"]["code"] == "rate_limit_exceeded"
+    with pytest.raises(openai.RateLimitError, match="Rate limit"):
+        _client(server, "s002").models.list()
+    # other students are not slowed by s002
+    _client(server, "s001").models.list()
+
+
+def test_max_tokens_over_the_cap_is_refused_and_none_asked_is_capped(server):
+    client = _client(server, "s001")
+    with pytest.raises(openai.BadRequestError, match=f"limit of {CAP} tokens"):
+        client.chat.completions.create(model="m", messages=QUESTION, max_tokens=CAP + 1)
+    with pytest.raises(openai.BadRequestError, match="whole number"):
+        client.chat.completions.create(model="m", messages=QUESTION, max_tokens=0)
+    reply = client.chat.completions.create(model="m", messages=QUESTION)  # none asked
+    assert reply.usage.completion_tokens <= CAP
+    last = _logged(server, lambda rec: rec["status"] == "200")
+    assert last["student"] == "s001" and last["max_tokens"] == str(CAP)
+
+
+def test_a_body_over_the_size_cap_gets_413(server):
+    big = [{"role": "user", "content": "x" * (BODY_KIB * 1024)}]
+    r = httpx.post(
+        server["url"] + "/chat/completions",
+        headers={"Authorization": f"Bearer {server['keys']['s001']}"},
+        json={"messages": big, "max_tokens": 1},
+    )
+    assert r.status_code == 413 and "8 KiB" in r.json()["error"]["message"]
+    # checked on Content-Length before the key (nginx's find-config phase)
+    r = httpx.post(server["url"] + "/chat/completions", json={"messages": big})
+    assert r.status_code == 413
+
+
+def test_status_counts_what_each_student_sent(server):
+    """s004 sends a known mix; status's table must count exactly that."""
+    client = _client(server, "s004")
+    reply = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=8)
+    streamed = [
+        c
+        for c in client.chat.completions.create(
+            model="m", messages=QUESTION, max_tokens=8, stream=True
+        )
+        if c.choices and c.choices[0].delta.content
+    ]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=QUESTION, max_tokens=CAP * 2)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "y" * 9000}]
+        )
+    _logged(server, lambda rec: rec["student"] == "s004" and rec["status"] == "413")
+    out = json.loads(_cli("status", *server["flags"], "--json").stdout)
+    assert out["engine_ok"] and out["gateway_ok"]
+    row = {u["student"]: u for u in out["usage"]}["s004"]
+    assert (row["requests"], row["answered"], row["refused"], row["rate_limited"]) == (4, 2, 2, 0)
+    assert row["tokens_out"] == reply.usage.completion_tokens + len(streamed)
+    assert row["tokens_asked"] == 16
+    assert {"s001", "s002", "s003", "(no valid key)"} <= set({u["student"] for u in out["usage"]})
+    text = _cli("status", *server["flags"]).stdout
+    assert "engine  up" in text and "gateway up" in text
+    assert [line for line in text.splitlines() if line.startswith("s004")][0].split()[1:5] == [
+        "4", "2", "0", "2",
+    ]  # fmt: skip
+    png = Path(text.split("plot: ", 1)[1].strip())
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_log_has_a_student_per_line_and_no_keys(server):
+    text = (server["state"] / "logs" / "access.jsonl").read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert {r["student"] for r in records} >= {"s001", "s002", "s004", ""}
+    assert not any(key in text for key in server["keys"].values())
+
+
+def test_down_leaves_no_processes_and_up_refuses_what_does_not_fit(tmp_path, course_gguf):
+    _require_nginx()
+    state = tmp_path / "state"
+    flags = _flags(state, _port(), _port(), str(course_gguf("course-chat", "Q4_K_M")))
+    (tmp_path / "state").mkdir()
+    refused = _cli("up", *flags, "--ram", "1MiB", check=False)
+    assert refused.returncode == 1 and "DOES NOT FIT" in refused.stderr
+    assert "Nothing started" in refused.stderr and _our_processes(state) == []
+    _cli("up", *flags)
+    try:
+        assert len(_our_processes(state)) == 3  # engine, nginx master and its worker
+        again = _cli("up", *flags, check=False)
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        stopped = _cli("down", *flags).stdout
+    assert "stopped gateway and engine" in stopped
+    assert _our_processes(state) == []
+    assert "engine  down" in _cli("status", *flags).stdout
