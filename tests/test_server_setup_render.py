@@ -237,6 +237,7 @@ def test_llamacpp_flags_parse_with_llama_cpp_servers_own_parser(tmp_path):
     assert (model.model, model.model_alias, model.n_ctx) == (run.model_path, "llama-7b", 2048)
     assert model.chat_format == "vicuna"
     assert (server.host, server.port) == ("127.0.0.1", 8001)
+    assert server.interrupt_requests is False  # streams run to their end under load
     assert {a for a in run.argv if a.startswith("--")} <= _facts_flags("llamacpp-server-flags")
 
 

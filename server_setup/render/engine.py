@@ -169,7 +169,9 @@ def engine_run(p: Plan, d: Deployment) -> EngineRun:
     args = {"model": model_path, "model_alias": name, "n_ctx": p.max_model_len}
     if d.chat_format:
         args["chat_format"] = d.chat_format
-    args.update(host=d.engine_host, port=port)
+    # llama-cpp-python ends a streamed reply early whenever another request is waiting
+    # (interrupt_requests defaults to True): with a class, most streams would be cut short
+    args.update(host=d.engine_host, port=port, interrupt_requests=False)
     return EngineRun(
         "llamacpp",
         ("python", "-m", "llama_cpp.server", *_flags(args, style="underscore")),
