@@ -3,8 +3,9 @@
 #   make venv    create .venv and install the course with every extra (first time ~10 min:
 #                llama-cpp-python compiles llama.cpp; later installs reuse pip's wheel cache)
 #   make models  build the offline course models into the data dir (COURSELAB_DATA_DIR)
-#   make demo    venv + models, then the end-to-end course run on the built-in models,
-#                ending with the autograder grading a sample class
+#   make demo    venv + models, then the end-to-end course run on the built-in models:
+#                the autograder grades a sample class, then a dry run of the class server
+#                (up, check, a short load test, status, down; nginx + njs from Debian)
 #   make test    venv + models (+ bubblewrap from Debian when root), then the test suite (CI)
 #   make lab     JupyterLab with the labs (student versions, in lab-work/), 127.0.0.1 + token
 #   make bench   benchmarks, printed as tables of medians and ratios
@@ -54,6 +55,9 @@ demo: models
 	$(PY) -m courselib demo
 	@echo; echo "== 4. Grading a sample class (python -m autograder demo, isolation $(DEMO_ISOLATION)) =="
 	$(PY) -m autograder demo "$$(mktemp -d)/course" --workers 2 --isolation $(DEMO_ISOLATION)
+	@$(MAKE) --no-print-directory sysdeps SYSTEM_PACKAGES="nginx libnginx-mod-http-js"
+	@echo; echo "== 5. The class server, dry run (python -m server_setup dry-run) =="
+	$(PY) -m server_setup dry-run
 
 # `make lab`: JupyterLab on this machine with the course kernel, on 127.0.0.1 with a token.
 # The labs are copied once into LAB_DIR as student versions (solutions and hidden tests

@@ -8,6 +8,9 @@
                                 Apptainer, Slurm)
 - :mod:`~server_setup.gateway`   nginx in front of the engine: per-student keys, limits, log
 - :mod:`~server_setup.local`     ``up``/``down``/``status``: the CPU deployment on this machine
+- :mod:`~server_setup.check`     ``check``: smoke test of a running server through its gateway
+- :mod:`~server_setup.loadtest`  ``loadtest``: simulated students; the gateway's overhead
+- :mod:`~server_setup.dryrun`    a throwaway deployment; ``dry-run`` (``make demo``)
 - :mod:`~server_setup.cli`       the command line (``plan``, ``init``, ``render``, ``keys``,
-                                ``up``, ``down``, ``status``; ``check`` and ``loadtest`` to come)
+                                ``up``, ``down``, ``status``, ``check``, ``loadtest``, ``dry-run``)
 """

@@ -14,11 +14,15 @@ Examples::
     python -m server_setup keys issue roster.csv --out keys-to-hand-out.csv
     python -m server_setup keys revoke s017
     python -m server_setup status
+    python -m server_setup check http://127.0.0.1:8000/v1 --key sk-course-...
+    python -m server_setup loadtest http://127.0.0.1:8000/v1 --keys keys.csv --students 30
     python -m server_setup down
+    python -m server_setup dry-run
 
 Exit status: 0 when the deployment fits (render: the files are written; up: it runs), 1 when
 it does not (the message lists what would fit instead; nothing is rendered or started), 2 for
 a mistake in the command or the settings (unknown model, size, dtype, setting) or a failed start.
+check, loadtest and dry-run: 0 when every step passed and no request was lost, else 1.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import json
 import sys
 
 from courselib.errors import CourseError
-from server_setup import cli_local
+from server_setup import cli_check, cli_local
 
 _PLAN_HELP = """\
 Check, before anything is loaded, that the model fits the server: weights at the served
@@ -205,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _init_parser(sub)
     _render_parser(sub)
     cli_local.add_parsers(sub)
+    cli_check.add_parsers(sub)
     return parser
 
 

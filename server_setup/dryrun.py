@@ -100,12 +100,16 @@ def dry_run(
     model: str = "course-chat",
     students: int = 10,
     requests_each: int = 2,
+    plot: Path | None = None,
     log: Callable[[str], Any] = print,
 ) -> int:
     """up, check, a load test of ``students`` x ``requests_each``, status, down; 0 when all pass.
 
-    Everything runs in a temp dir and is stopped at the end, also when a step fails.
+    Everything runs in a temp dir and is stopped at the end, also when a step fails; only
+    status's usage plot is kept, at ``plot`` (default: courselab-dry-run-usage.png in the
+    system's temp folder).
     """
+    plot = plot or Path(tempfile.gettempdir()) / "courselab-dry-run-usage.png"
     from server_setup.check import check
     from server_setup.gateway import usage
     from server_setup.loadtest import load_test, summary_table
@@ -127,7 +131,7 @@ def dry_run(
         log(describe(status(d)))
         rows = usage.usage(usage.read_log(Local.of(d).gateway.access_log))
         log(usage.table(rows))
-        log(f"plot: {usage.plot(rows, Local.of(d).usage_png)}")
+        log(f"plot: {usage.plot(rows, plot)}")
         log("\n-- down")
     log("stopped gateway and engine; the temp state dir is removed")
     return 0 if report.ok and not result.losses() else 1

@@ -315,3 +315,46 @@ def test_down_leaves_no_processes_and_up_refuses_what_does_not_fit(tmp_path, cou
     assert "stopped gateway and engine" in stopped
     assert _our_processes(state) == []
     assert "engine  down" in _cli("status", *flags).stdout
+
+
+def test_check_passes_through_the_gateway_with_a_good_key(server):
+    out = _cli("check", server["url"], "--key", server["keys"]["s001"])
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:-1]}
+    for step in ("models", "chat", "stream"):
+        assert " PASS " in rows[step], out.stdout
+    assert " PASS " in rows["no"] and " PASS " in rows["wrong"]  # "no key", "wrong key"
+    # llama.cpp's server answers any model name with its one model: check says so
+    assert " WARN " in rows["unknown"] and "names are not checked" in rows["unknown"]
+    assert out.stdout.splitlines()[-1].startswith("PASS: 5/6 steps")
+
+
+@pytest.mark.parametrize(
+    "target, key, failed",
+    [
+        ("url", "sk-course-wrong", {"models", "chat", "stream"}),
+        # the engine's own port: anyone could use it, the two 401 steps fail
+        ("engine_url", "sk-course-wrong", {"no", "wrong"}),
+    ],
+)
+def test_check_fails_with_a_wrong_key_or_without_the_gateway(server, target, key, failed):
+    out = _cli("check", server[target], "--key", key, check=False)
+    assert out.returncode == 1
+    rows = [line.split() for line in out.stdout.splitlines()[1:-1]]
+    assert {r[0] for r in rows if "FAIL" in r} == failed
+    assert out.stdout.splitlines()[-1].startswith("FAIL:")
+
+
+def test_loadtest_counts_every_request_and_compares_with_the_engine(server):
+    keys = server["state"].parent / "keys-s001.csv"
+    keys.write_text(f"student_id,name,email,api_key\ns001,,,{server['keys']['s001']}\n")
+    out = _cli(
+        "loadtest", server["url"], "--keys", str(keys), "--requests", "4",
+        "--direct", server["engine_url"], "--rounds", "5",
+    )  # fmt: skip
+    lines = out.stdout.splitlines()
+    gateway, direct = (
+        next(line.split() for line in lines if line.startswith(p)) for p in ("gateway", "direct")
+    )
+    # students sent answered 429 retried-ok lost: 2 of the 4 streamed, all answered
+    assert gateway[1:7] == direct[1:7] == ["1", "4", "4", "0", "0", "0"]
+    assert "ratio" in out.stdout and "max_tokens 16" in out.stdout

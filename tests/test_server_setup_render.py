@@ -415,13 +415,21 @@ def test_cli_init_then_render(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_the_gateway_config_passes_nginx_own_check(case, tmp_path):
-    """nginx -t (Debian's nginx + njs) on the rendered gateway; missing nginx FAILS (make sysdeps)."""
+@pytest.mark.parametrize("case, burst", [(c, 10) for c in sorted(CASES)] + [("llamacpp", 0)])
+def test_the_gateway_config_passes_nginx_own_check(case, burst, tmp_path):
+    """nginx -t (Debian's nginx + njs) on the rendered gateway; missing nginx FAILS (make sysdeps).
+
+    rate_burst 0 too: nginx refuses "burst=0" (no burst is written as none)."""
     from server_setup.gateway.keys import KeyStore
     from server_setup.gateway.nginx import GatewayPaths
 
-    d = _deployment(tmp_path, case, state_dir=str(tmp_path / "state"), gateway_host="0.0.0.0")
+    d = _deployment(
+        tmp_path,
+        case,
+        state_dir=str(tmp_path / "state"),
+        gateway_host="0.0.0.0",
+        rate_burst=burst,
+    )
     if not (Path(d.nginx).exists() and Path(d.nginx_js_module).exists()):
         pytest.fail("nginx and libnginx-mod-http-js are not installed (make sysdeps as root)")
     result = render(d)
@@ -437,4 +445,6 @@ def test_the_gateway_config_passes_nginx_own_check(case, tmp_path):
     assert check.returncode == 0, check.stderr
     conf = paths.conf.read_text()
     assert "listen 0.0.0.0:8000;" in conf and "server 127.0.0.1:8001;" in conf
+    limit = "limit_req zone=students burst=10 nodelay;" if burst else "limit_req zone=students;"
+    assert limit in conf
     assert ("location /v2/models/" in conf) == (case == "triton")

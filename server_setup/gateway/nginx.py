@@ -138,6 +138,8 @@ def nginx_conf(d: Deployment, *, paths: GatewayPaths, engine_kind: str = "llamac
     prefixes = {"llamacpp": ["/v1/", "/extras/"], "vllm": ["/v1/", "/tokenize"]}.get(
         engine_kind, ["/v2/models/"]
     )
+    # nginx refuses "burst=0"; no burst is written as none (then nodelay changes nothing)
+    burst = f" burst={d.rate_burst} nodelay" if d.rate_burst else ""
     guarded = "\n".join(
         f"""        location {p} {{
             if ($http_authorization = "") {{
@@ -146,7 +148,7 @@ def nginx_conf(d: Deployment, *, paths: GatewayPaths, engine_kind: str = "llamac
             if ($student_id = "") {{
                 return 401 {_error("This API key is not valid (unknown or revoked): check the key your instructor gave you.", "invalid_api_key")};
             }}
-            limit_req zone=students burst={d.rate_burst} nodelay;
+            limit_req zone=students{burst};
             js_content gateway.checkBody;
         }}"""
         for p in prefixes
