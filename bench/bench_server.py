@@ -44,7 +44,7 @@ GOAL = 1.05  # the gateway may add at most 5% to a request's latency
 def main(args) -> None:
     quick = getattr(args, "quick", False)
     rounds, requests_each = (1, 2) if quick else (3, 4)
-    short_rounds, long_rounds = (15, 6) if quick else (40, 15)
+    short_rounds, long_rounds = (15, 6) if quick else (60, 30)
 
     # 6000 a minute with bursts of 100 per student: the load (and part 3's single client)
     # never meets the limit, so part 1 measures the engine and the gateway, not throttling
@@ -68,7 +68,10 @@ def main(args) -> None:
             for a, b in zip(runs["gateway"], runs["direct"], strict=True)
         )
         print(
-            f"gateway / direct: p50 {p50:.3f} (median of rounds), p95 {g['p95_ms'] / d['p95_ms']:.3f}"
+            f"gateway / direct: p50 {p50:.3f} (median of rounds), p95 "
+            f"{g['p95_ms'] / d['p95_ms']:.3f}: under load a request waits for the ones the "
+            "engine takes before it (one at a time), so these compare queues; part 3 "
+            "measures the gateway's own cost"
         )
         _print_losses(merged)
         short = overhead(
@@ -107,7 +110,12 @@ def main(args) -> None:
         )
     )
     for name, o in (("course-chat", short), ("course-bench", long)):
-        verdict = "meets" if o.ratio <= GOAL else "misses"
+        if o.ratio <= GOAL:
+            verdict = "meets"
+        elif o.ratio_iqr[0] <= GOAL:  # a quarter of the rounds or more are under the goal
+            verdict = "misses, within this run's round-to-round spread,"
+        else:
+            verdict = "misses"
         print(
             f"{name}: the gateway adds {o.added_ms:.2f} ms to {o.direct_ms:.1f} ms "
             f"({(o.ratio - 1) * 100:+.1f}%): {verdict} the <= {(GOAL - 1) * 100:.0f}% goal"

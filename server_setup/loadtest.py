@@ -319,6 +319,8 @@ class Overhead:
     gateway_ms: float
     direct_ms: float
     ratio: float
+    ratio_iqr: tuple[float, float]
+    """The per-round ratios' 25th and 75th percentiles: how far one round's noise reaches."""
     added_ms: float
     """Median per-round difference, gateway - direct."""
 
@@ -372,6 +374,7 @@ def overhead(
             for path in order:
                 times[path].append(once(path))
     g, d = times["gateway"], times["direct"]
+    ratios = [a / b for a, b in zip(g, d, strict=True)]
     med = statistics.median
     return Overhead(
         rounds=rounds,
@@ -379,14 +382,24 @@ def overhead(
         tokens=med(tokens),
         gateway_ms=med(g) * 1000,
         direct_ms=med(d) * 1000,
-        ratio=med(a / b for a, b in zip(g, d, strict=True)),
+        ratio=med(ratios),
+        ratio_iqr=(percentile(ratios, 25), percentile(ratios, 75)),
         added_ms=med(a - b for a, b in zip(g, d, strict=True)) * 1000,
     )
 
 
 def overhead_table(rows: list[tuple[str, Overhead]]) -> str:
     """Overhead measurements side by side, one row each, with the share the gateway adds."""
-    header = ["requests", "rounds", "tokens", "gateway ms", "direct ms", "added ms", "ratio"]
+    header = [
+        "requests",
+        "rounds",
+        "tokens",
+        "gateway ms",
+        "direct ms",
+        "added ms",
+        "ratio",
+        "ratio p25-p75",
+    ]
     cells = [
         [
             name,
@@ -396,6 +409,7 @@ def overhead_table(rows: list[tuple[str, Overhead]]) -> str:
             f"{o.direct_ms:.2f}",
             f"{o.added_ms:.2f}",
             f"{o.ratio:.3f}",
+            f"{o.ratio_iqr[0]:.3f}-{o.ratio_iqr[1]:.3f}",
         ]
         for name, o in rows
     ]
