@@ -167,6 +167,10 @@ def _settings_text() -> str:
         "# Values injected after each lab's parameters cell, e.g.",
         "# [parameters.lab03_memory]",
         "# N_CTX = 256",
+        "# [parameters.lab02_class_server]   (the graded cells need no server: these only matter",
+        '# SERVER_URL = "https://llm.example.edu/v1"   with run_after_last_test = true)',
+        '# API_KEY = "sk-course-grader"',
+        '# MODEL = "wizard-vicuna-13b"',
         "",
     ]
     return "\n".join(lines)

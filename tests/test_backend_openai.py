@@ -200,3 +200,84 @@ def test_vllm_context_and_exact_counts_are_read_from_the_server():
             assert backend._counter == "vllm"
     finally:
         server.shutdown()
+
+
+class _Busy(http.server.BaseHTTPRequestHandler):
+    """/v1/models answers ``refusals`` times with ``status`` (and ``retry_after``), then 200."""
+
+    refusals = 2
+    status = 429
+    retry_after: str | None = "0.2"
+    seen: list[float] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path != "/v1/models":  # the backend asks /props for the context size
+            self._json({}, 404, None)
+            return
+        type(self).seen.append(time.monotonic())
+        if len(self.seen) <= self.refusals:
+            body = {"error": {"message": "Rate limit: slow down.", "code": "rate_limit_exceeded"}}
+            self._json(body, self.status, self.retry_after)
+        else:
+            self._json({"data": [{"id": "course-chat", "object": "model"}]}, 200, None)
+
+    def _json(self, data: dict, status: int, retry_after: str | None) -> None:
+        raw = json.dumps(data).encode()
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def busy_server():
+    """A fake that refuses first: a unit test of the retry loop (the real gateway's 429 is
+    tested in test_backend_gateway.py)."""
+
+    def start(**attrs) -> tuple[str, list[float]]:
+        """-> (its URL, the times it was asked)."""
+        handler = type("Handler", (_Busy,), {**attrs, "seen": []})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append((server, handler))
+        return f"http://127.0.0.1:{server.server_address[1]}/v1", handler.seen
+
+    started: list = []
+    yield start
+    for server, _ in started:
+        server.shutdown()
+
+
+def test_a_busy_server_is_retried_after_its_retry_after(busy_server):
+    url, times = busy_server(refusals=2, status=429, retry_after="0.2")
+    with OpenAIBackend(url, api_key="k") as backend:
+        assert backend.model == "course-chat"
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) == 3 and all(0.2 <= g < 0.2 * 1.2 + 0.15 for g in gaps), gaps
+
+
+def test_a_503_without_retry_after_backs_off(busy_server):
+    url, _ = busy_server(refusals=2, status=503, retry_after=None)
+    start = time.monotonic()
+    with OpenAIBackend(url, api_key="k"):
+        pass
+    assert 0.5 + 1.0 <= time.monotonic() - start < (0.5 + 1.0) * 1.2 + 0.5  # 0.5 s, then 1 s
+
+
+def test_retries_are_bounded_in_number_and_time(busy_server):
+    url, _ = busy_server(refusals=10, status=429, retry_after="0.1")
+    with pytest.raises(CourseError, match=r"busy: rate limit \(429.*after 2 retries") as info:
+        OpenAIBackend(url, api_key="k", max_retries=2)
+    assert "Rate limit: slow down." in info.value.message and "Wait" in info.value.hint
+    # a Retry-After longer than the time allowed: refused at once, not after a long sleep
+    url, _ = busy_server(refusals=1, status=503, retry_after="120")
+    start = time.monotonic()
+    with pytest.raises(CourseError, match=r"overloaded \(503.*\(no retries\)"):
+        OpenAIBackend(url, api_key="k", max_wait_s=30)
+    assert time.monotonic() - start < 5

@@ -176,3 +176,54 @@ def test_quantize_reports_llama_cpp_failure_on_a_non_gguf(tmp_path):
     with pytest.raises(CourseError, match="could not quantize"):
         quantize_gguf(bad, tmp_path / "o.gguf", quant="Q8_0")
     assert not (tmp_path / "o.gguf").exists()
+
+
+def _with_old_names(ckpt) -> None:
+    """Rewrite a checkpoint's .json files as the first LLaMA conversions wrote them."""
+    config = json.loads((ckpt / "config.json").read_text())
+    config["architectures"] = ["LLaMAForCausalLM"]
+    config["max_sequence_length"] = config.pop("max_position_embeddings")
+    del config["model_type"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    tokenizer = json.loads((ckpt / "tokenizer_config.json").read_text())
+    tokenizer["tokenizer_class"] = "LLaMATokenizer"
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+
+
+def test_an_early_llama_checkpoint_converts_with_one_note_per_old_name(tmp_path, course_hf):
+    model = _tiny_checkpoint(tmp_path / "ckpt", course_hf, kv_heads=4)
+    _with_old_names(tmp_path / "ckpt")
+    notes: list[str] = []
+    out = convert_hf_to_gguf(
+        tmp_path / "ckpt", tmp_path / "old-F32.gguf", out_type="F32", progress=False,
+        log=notes.append,
+    )  # fmt: skip
+    assert notes == [
+        "config.json names LLaMAForCausalLM (an early LLaMA conversion): read as LlamaForCausalLM.",
+        "tokenizer_config.json names LLaMATokenizer (an early LLaMA conversion): read as "
+        "LlamaTokenizer.",
+    ]
+    from courselib.gguf.read import read_gguf
+
+    assert read_gguf(out).config["max_position_embeddings"] == 128  # max_sequence_length
+    ids = [1, 5, 300, 42]
+    with torch.no_grad():
+        hf = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(hf - _llama_cpp_logits(out, ids)).max() < 1e-3
+
+
+def test_the_transformers_backend_opens_an_early_llama_checkpoint(tmp_path, course_hf):
+    from courselib.backends.base import GenerationConfig, Message
+    from courselib.backends.transformers_hf import TransformersBackend
+
+    _tiny_checkpoint(tmp_path / "ckpt", course_hf, kv_heads=4)
+    _with_old_names(tmp_path / "ckpt")
+    notes: list[str] = []
+    with TransformersBackend(tmp_path / "ckpt", log=notes.append) as backend:
+        assert [n.split(" (")[0] for n in notes] == [
+            "config.json names LLaMAForCausalLM",
+            "tokenizer_config.json names LLaMATokenizer",
+        ]
+        assert backend.context_size == 128 and backend.model.config.max_position_embeddings == 128
+        reply = list(backend.stream([Message("user", "Hi")], config=GenerationConfig(max_tokens=2)))
+        assert backend.generated_tokens == 2 and reply is not None

@@ -12,8 +12,16 @@ model's chat template. What the backend learns from the server:
   differ by a few marker tokens per message), tokenized by the server's ``POST
   /extras/tokenize`` (llama-cpp-python) when there is one, else 4 characters per token.
 
-Every predictable failure (server down, wrong key, unknown model, prompt too long) is a
-:class:`CourseError` that names the URL and what to check.
+Busy servers: a 429 (the class gateway's per-student rate limit) or a 503 (engine busy or
+restarting) is retried, after the server's ``Retry-After`` when it sends one, else after an
+exponential backoff (0.5 s, 1 s, 2 s ... at most 8 s), each wait stretched by up to a fifth at
+random so a class that was refused together does not come back together. At most
+``max_retries`` retries and ``max_wait_s`` seconds of waiting in all; then a CourseError says
+the server is busy and what to do.
+
+Every predictable failure (server down, wrong key, unknown model, rate limit, max_tokens over
+the server's cap, prompt too long) is a :class:`CourseError` that names the URL and what to
+check.
 
 Example::
 
@@ -25,10 +33,13 @@ Example::
 
 from __future__ import annotations
 
+import email.utils
+import random
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from courselib import settings
@@ -42,7 +53,43 @@ DEFAULT_CONTEXT = 2048
 CHARS_PER_TOKEN = 4
 """Rough English average, used only when the server has no tokenize endpoint."""
 
+RETRY_STATUSES = (429, 503)
+"""Busy, not broken: the gateway's rate limit and an engine that is (re)starting or full."""
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 8.0
+"""Waits without a Retry-After: 0.5 s, 1 s, 2 s ... capped at 8 s."""
+JITTER = 0.2
+"""Each wait is stretched by up to this fraction at random (never shortened)."""
+
 TokenCounter = Literal["vllm", "llama-cpp-python", "estimate"]
+T = TypeVar("T")
+
+
+def retry_delay(headers: Mapping[str, str], attempt: int, *, now: float | None = None) -> float:
+    """Seconds to wait before retry number ``attempt`` (0 = the first), before jitter.
+
+    The server's ``Retry-After`` (seconds, or an HTTP date) when it sends one, else the
+    backoff 0.5 s x 2**attempt, at most 8 s.
+
+    Example (Lab 02: the class gateway answers 429 with ``Retry-After: 1``)::
+
+        >>> retry_delay({"retry-after": "1"}, 0), retry_delay({}, 0), retry_delay({}, 3)
+        (1.0, 0.5, 4.0)
+        >>> retry_delay({"retry-after": "Wed, 21 Oct 2015 07:28:05 GMT"}, 0, now=1445412480.0)
+        5.0
+    """
+    backoff = min(BACKOFF_FIRST_S * 2**attempt, BACKOFF_MAX_S)
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if raw is None:
+        return backoff
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError):
+        return backoff  # unreadable: as if the server had not said
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 class OpenAIBackend(Backend):
@@ -56,7 +103,11 @@ class OpenAIBackend(Backend):
         model: str | None = None,
         context_size: int | None = None,
         timeout_s: float = 30.0,
+        max_retries: int = 4,
+        max_wait_s: float = 30.0,
     ) -> None:
+        """``timeout_s``: per HTTP read (a streamed reply may take longer in all);
+        ``max_retries`` / ``max_wait_s``: the bound on retrying a busy server (429/503)."""
         openai = require("openai", extra="lab")
         httpx = require("httpx", package="openai", extra="lab")
         base_url = settings.resolve("server_url", base_url).rstrip("/")
@@ -66,6 +117,10 @@ class OpenAIBackend(Backend):
         self.root_url = base_url.removesuffix("/v1")
         # The client refuses an empty key; servers started without --api-key ignore it.
         key = settings.resolve("api_key", api_key) or "no-key"
+        self.max_retries = max_retries
+        self.max_wait_s = max_wait_s
+        # max_retries=0: the client's own retries would not be bounded in time nor say why;
+        # _retrying does it
         self.client = openai.OpenAI(
             base_url=base_url, api_key=key, timeout=timeout_s, max_retries=0
         )
@@ -76,7 +131,7 @@ class OpenAIBackend(Backend):
             timeout=timeout_s,
         )
         with self._server_errors():
-            listed = list(self.client.models.list().data)
+            listed = list(self._retrying(lambda: self.client.models.list().data))
         ids = [m.id for m in listed]
         if not ids:
             raise CourseError(
@@ -166,7 +221,9 @@ class OpenAIBackend(Backend):
         }
         openai = require("openai", extra="lab")
         with self._server_errors():
-            chunks = self.client.chat.completions.create(**request, stream=True)
+            chunks = self._retrying(
+                lambda: self.client.chat.completions.create(**request, stream=True)
+            )
         clean = StopFilter([])  # the server cuts stop strings; this drops leading spaces
         finished = False
         try:
@@ -198,6 +255,39 @@ class OpenAIBackend(Backend):
         """Close the HTTP connections."""
         self.client.close()
         self.http.close()
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call()``, retried while the server answers 429 or 503 (see the module docstring)."""
+        openai = require("openai", extra="lab")
+        waited = 0.0
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except openai.APIStatusError as exc:
+                if exc.status_code not in RETRY_STATUSES:
+                    raise
+                wait = retry_delay(exc.response.headers, attempt)
+                wait *= 1 + JITTER * random.random()
+                if attempt >= self.max_retries or waited + wait > self.max_wait_s:
+                    raise self._busy(exc, retries=attempt, waited_s=waited) from None
+            time.sleep(wait)
+            waited += wait
+            attempt += 1
+
+    def _busy(self, exc, *, retries: int, waited_s: float) -> CourseError:
+        """The CourseError for a server still busy after the retries."""
+        what = (
+            "rate limit (429 Too Many Requests)"
+            if exc.status_code == 429
+            else "overloaded (503 Service Unavailable)"
+        )
+        tried = f"after {retries} retries in {waited_s:.1f} s" if retries else "(no retries)"
+        return CourseError(
+            f"The server at {self.base_url} is busy: {what}, still {tried}: {_server_message(exc)}",
+            hint="Wait a minute and try again, with fewer requests at a time (the class shares "
+            "one server); ask your instructor if it lasts.",
+        )
 
     @contextmanager
     def _server_errors(self) -> Iterator[None]:
@@ -231,11 +321,27 @@ class OpenAIBackend(Backend):
                     hint="Shorten the prompt or the system prompt, drop old turns "
                     "(Conversation.fit does), or lower max tokens.",
                 ) from None
+            if _server_code(exc) == "max_tokens_too_large":  # the class gateway's cap
+                cap = re.search(r"limit of (\d+) tokens", message)
+                raise CourseError(
+                    f"The server at {url} caps the reply length: {message}",
+                    hint=f"Ask for at most {cap.group(1) if cap else 'that many'} tokens: "
+                    "GenerationConfig(max_tokens=...), or the chat window's answer length.",
+                ) from None
             raise CourseError(
                 f"The server at {url} rejected the request: {message}",
                 hint="Check the generation options (max tokens, temperature) and the messages.",
             ) from None
-        except openai.NotFoundError:
+        except openai.NotFoundError as exc:
+            message = _server_message(exc)
+            if "model" in message.lower():
+                # vLLM: "The model `x` does not exist." (the model was listed, then unloaded)
+                raise CourseError(
+                    f"The server at {url} has no model {getattr(self, 'model', '?')!r} "
+                    f"(404): {message}",
+                    hint="Pass a model it serves: open_backend(url, model=...) lists them "
+                    "when the name is wrong.",
+                ) from None
             raise CourseError(
                 f"The server at {url} answered 404 Not Found: that is not an OpenAI API URL.",
                 hint="The base URL usually ends in /v1, e.g. http://127.0.0.1:8000/v1.",
@@ -245,6 +351,13 @@ class OpenAIBackend(Backend):
                 f"The server at {url} answered {exc.status_code}: {_server_message(exc)}",
                 hint="Try again; if it persists, tell whoever runs the server.",
             ) from None
+
+
+def _server_code(exc) -> str:
+    """The ``code`` of an OpenAI-style error body ('' when there is none)."""
+    body = getattr(exc, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    return str(inner.get("code") or "") if isinstance(inner, dict) else ""
 
 
 def _server_message(exc) -> str:

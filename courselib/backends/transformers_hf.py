@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -29,6 +29,7 @@ from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.backends.stops import StopFilter
 from courselib.chat.template import resolve_template
 from courselib.errors import CourseError, require, require_bitsandbytes
+from courselib.legacy import legacy_notes, modern_llama_config
 
 if TYPE_CHECKING:
     from courselib.chat.template import ChatTemplate, TemplateChoice
@@ -37,8 +38,12 @@ Dtype = Literal["fp32", "fp16", "nf4"]
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def check_checkpoint(path: Path) -> dict:
-    """The checkpoint's config.json, or a CourseError saying what is missing."""
+def check_checkpoint(path: Path, *, log: Callable[[str], None] = print) -> dict:
+    """The checkpoint's config.json, or a CourseError saying what is missing.
+
+    An early LLaMA conversion's old names are read as today's (courselib.legacy), with one
+    ``log`` line each; the config returned then says ``"_early_llama": True``.
+    """
     if not path.exists():
         raise CourseError(
             f"Model folder {path} does not exist.",
@@ -51,6 +56,15 @@ def check_checkpoint(path: Path) -> dict:
             hint="Pass the folder that holds config.json and the weights, or a .gguf file.",
         )
     config = json.loads(config_file.read_text(encoding="utf-8"))
+    tokenizer_file = path / "tokenizer_config.json"
+    tokenizer_config = (
+        json.loads(tokenizer_file.read_text(encoding="utf-8")) if tokenizer_file.is_file() else {}
+    )
+    notes = legacy_notes(config, tokenizer_config)
+    for note in notes:
+        log(note)
+    if notes:
+        config = {**modern_llama_config(config), "_early_llama": True}
     if "model_type" not in config or not any((path / f).is_file() for f in WEIGHT_FILES):
         raise CourseError(
             f"{path} is not a complete Hugging Face checkpoint (config.json needs a model_type, "
@@ -71,11 +85,13 @@ class TransformersBackend(Backend):
         n_ctx: int | None = None,
         threads: int | None = None,
         template: ChatTemplate | TemplateChoice | None = None,
+        log: Callable[[str], None] = print,
     ) -> None:
+        """``log``: where the one-line notes on an early LLaMA conversion's names go."""
         if dtype not in ("fp32", "fp16", "nf4"):
             raise CourseError(f"Unknown dtype {dtype!r}.", hint="Use 'fp32', 'fp16' or 'nf4'.")
         path = Path(path).expanduser()
-        config = check_checkpoint(path)
+        config = check_checkpoint(path, log=log)
         torch = require("torch", extra="models")
         transformers = require("transformers", extra="models")
         cuda = torch.cuda.is_available()
@@ -103,7 +119,12 @@ class TransformersBackend(Backend):
         kwargs: dict = {"dtype": torch.float16 if dtype == "fp16" else torch.float32}
         if dtype == "nf4":
             kwargs = _nf4_kwargs(torch, transformers, cuda=cuda)
+        # transformers 5 reads an old tokenizer_class through tokenizer.json/.model as is
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+        if config.pop("_early_llama", False):
+            # config.json as saved would lose max_sequence_length (or, without a model_type,
+            # not load): hand transformers the config read with today's names
+            kwargs["config"] = transformers.LlamaConfig(**config)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
         if dtype != "nf4":
             self.model.to(self.device)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,14 +29,17 @@ from tqdm.auto import tqdm
 
 from courselib.atomic import atomic_path
 from courselib.errors import CourseError, require
+from courselib.legacy import legacy_notes, modern_llama_config
 
 SUPPORTED = "LLaMA-architecture checkpoints (model_type 'llama': LLaMA 1/2, Vicuna, WizardVicuna, Alpaca, ...)"
 # Tensors transformers keeps in some checkpoints that llama.cpp recomputes.
 SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def read_hf_config(model_dir: Path) -> dict[str, Any]:
-    """config.json of a checkpoint, checked to be a LLaMA model."""
+def read_hf_config(model_dir: Path, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """config.json of a checkpoint, checked to be a LLaMA model; an early conversion's old
+    class names (``LLaMAForCausalLM``, ``LLaMATokenizer``) are read as today's, with one
+    ``log`` line each (courselib.legacy)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CourseError(
@@ -55,6 +58,16 @@ def read_hf_config(model_dir: Path) -> dict[str, Any]:
         raise CourseError(
             f"{path} is not valid JSON ({exc}).", hint="The checkpoint is corrupt; copy it again."
         ) from None
+    tokenizer_file = model_dir / "tokenizer_config.json"
+    try:
+        tokenizer_config = (
+            json.loads(tokenizer_file.read_text()) if tokenizer_file.is_file() else {}
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        tokenizer_config = {}  # the converter reads tokenizer.model; SpecialVocab reports this
+    for note in legacy_notes(config, tokenizer_config):
+        log(note)
+    config = modern_llama_config(config)
     arch = config.get("model_type")
     if arch != "llama":
         archs = ", ".join(config.get("architectures") or []) or "unknown"
@@ -185,11 +198,15 @@ def convert_hf_to_gguf(
     out_type: Literal["F32", "F16"] = "F16",
     name: str | None = None,
     progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> Path:
-    """Convert a LLaMA HF checkpoint directory to a GGUF file; returns ``out_path``."""
+    """Convert a LLaMA HF checkpoint directory to a GGUF file; returns ``out_path``.
+
+    ``log`` gets one line per old class name an early LLaMA conversion uses.
+    """
     gguf = require("gguf", extra="models")
     model_dir, out_path = Path(model_dir), Path(out_path)
-    config = read_hf_config(model_dir)
+    config = read_hf_config(model_dir, log=log)
     n_layer = config["num_hidden_layers"]
     n_head = config["num_attention_heads"]
     n_head_kv = config.get("num_key_value_heads") or n_head

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from courselib.errors import CourseError
+from courselib.legacy import LEGACY_LLAMA_NAMES, legacy_notes  # noqa: F401 - plan, estimate
 from courselib.models.specs import COURSE_MODELS
 
 # torch_dtype strings of config.json -> the estimator's precision names
@@ -37,9 +38,6 @@ TIED_BY_DEFAULT = frozenset({"gpt2", "opt", "gemma"})
 """model_type values whose transformers config ties the output head to the embedding when
 config.json does not say (``PretrainedConfig`` ties by default; LlamaConfig, MistralConfig,
 MixtralConfig, Qwen2Config and GPTNeoXConfig set ``tie_word_embeddings=False``)."""
-
-LEGACY_LLAMA_NAMES = {"LLaMAForCausalLM": "LlamaForCausalLM", "LLaMATokenizer": "LlamaTokenizer"}
-"""Class names of the first LLaMA conversions -> the names transformers has used since."""
 
 # GGUF general.architecture names that differ from transformers' model_type
 _GGUF_ARCHS = {"gptneox": "gpt_neox"}
@@ -172,26 +170,6 @@ def model_type_of(config: Mapping[str, Any]) -> str:
         raw = arch.removesuffix("ForCausalLM").lower() or "unknown"
     raw = str(raw).lower()
     return _GGUF_ARCHS.get(raw, raw)
-
-
-def legacy_notes(
-    config: Mapping[str, Any], tokenizer_config: Mapping[str, Any] | None = None
-) -> list[str]:
-    """One line per old LLaMA class name in ``config`` (and ``tokenizer_config.json``).
-
-    Example: ``legacy_notes({"architectures": ["LLaMAForCausalLM"]})`` ->
-    ``["config.json names LLaMAForCausalLM (an early LLaMA conversion): read as
-    LlamaForCausalLM."]``
-    """
-    named = list(config.get("architectures") or [])
-    if tokenizer_config:
-        named.append(tokenizer_config.get("tokenizer_class"))
-    return [
-        f"{'config.json' if n.endswith('LM') else 'tokenizer_config.json'} names {n} "
-        f"(an early LLaMA conversion): read as {LEGACY_LLAMA_NAMES[n]}."
-        for n in named
-        if n in LEGACY_LLAMA_NAMES
-    ]
 
 
 def shape_of(config: Mapping[str, Any]) -> Shape:
