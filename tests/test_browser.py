@@ -276,3 +276,19 @@ def test_lab03_runs_and_its_memory_explorer_answers_a_control(page, lab_url):
     )
     assert "kv_cache" in explorer.text_content()  # inference: weights and the KV cache
     page.screenshot(path=ARTIFACTS / "lab03-explorer.png")
+
+
+def test_lab02_runs_against_its_own_server(page, lab_url):
+    # SERVER_URL empty: the lab starts the student's own server (llama.cpp + the nginx gateway)
+    # as its stand-in for the class server, chats with it, and stops it in its last cell
+    open_notebook(page, lab_url, "lab02_class_server/lab02_class_server.ipynb")
+    assert run_all(page, timeout_s=400) == []
+    page.screenshot(path=ARTIFACTS / "lab02-after-run-all.png", full_page=True)
+    chats = page.locator(INPUT)
+    assert chats.count() >= 2  # the own server's window and the class server's
+    transcript = chats.last.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    transcript.scroll_into_view_if_needed()
+    text = transcript.text_content()
+    assert "sent from code" in text and text.split("Assistant", 1)[1].strip()  # a reply came
+    stopped = page.locator(".jp-OutputArea-output", has_text="stopped:").last
+    assert stopped.count() == 1
