@@ -255,3 +255,18 @@ def test_on_a_local_dask_cluster_every_submission_gets_its_expected_score(tmp_pa
     assert {s: p for s, p in problems.items() if p} == {}
     with sqlite3.connect(course.db_path) as db:  # one gradebook row per submission
         assert db.execute("SELECT count(*) FROM autograder_results").fetchone()[0] == 4
+
+
+def test_lab02_grades_its_sample_class_without_a_server(tmp_path):
+    # Lab 02's test cells come before its live parts (its own server, the class server), and
+    # grading stops after the last test cell: no server runs while a class is graded.
+    lab = "lab02_class_server"
+    course = setup(tmp_path / "course", labs_dir=LABS_DIR, assignments=[lab])
+    variants = ["correct", "partly-correct", "wrong", "tampered-test", "removed-parameters-tag"]
+    expected = make_sample_class(course, lab, tmp_path / "class", memory_mb=768, variants=variants)
+    collect(course, lab, tmp_path / "class")
+    report = grade(course, lab, workers=2, settings=course.settings(**GRADING), progress=False)
+    results = {r.student: r for r in report.results}
+    problems = {s: check(e, results[s].score, results[s].reasons) for s, e in expected.items()}
+    assert {s: p for s, p in problems.items() if p} == {}
+    assert results["correct"].score == results["correct"].max_score > 0
