@@ -112,6 +112,15 @@ class LimitedKernelManager(AsyncKernelManager):
     )
     route = Any(None, help="the sandbox's sandbox.ServerRoute to the course server, or None")
 
+    @property
+    def kernel_spec(self):
+        spec = super().kernel_spec
+        if spec is not None and self.isolation == "sandbox":
+            # A SIGINT from out here reaches bwrap, not the kernel in its own session and PID
+            # namespace: the kernel is asked on its control channel and signals itself.
+            spec.interrupt_mode = "message"
+        return spec
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         kernel = [
             sys.executable,
