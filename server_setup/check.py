@@ -24,13 +24,14 @@ Example::
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
+
+from server_setup.sse import stream_choices
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 NO_SUCH_MODEL = "no-such-model-courselab-check"
@@ -134,14 +135,10 @@ def check(
                 if r.status_code != 200:
                     r.read()
                     return "FAIL", f"HTTP {r.status_code}: {_error_text(r)}"
-                for line in r.iter_lines():
-                    data = line.removeprefix("data:").strip()
-                    if not line.startswith("data:") or not data:
-                        continue
-                    if data == "[DONE]":
+                for choice in stream_choices(r.iter_lines()):
+                    if choice is None:
                         done = True
                         break
-                    choice = json.loads(data)["choices"][0]
                     pieces.append(choice.get("delta", {}).get("content") or "")
                     finish = choice.get("finish_reason") or finish
             text = "".join(pieces).strip()

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import threading
@@ -34,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
+
+from server_setup.sse import stream_choices
 
 # Short questions course-chat answers (Lab 01's family), one per request, varied per student.
 PROMPTS = (
@@ -142,14 +143,10 @@ def _send(
         if r.status_code != 200:
             r.read()
             return r.status_code, None, 0, False, r.headers.get("Retry-After")
-        for line in r.iter_lines():
-            data = line.removeprefix("data:").strip()
-            if not line.startswith("data:") or not data:
-                continue
-            if data == "[DONE]":
+        for choice in stream_choices(r.iter_lines()):
+            if choice is None:
                 done = True
                 break
-            choice = json.loads(data)["choices"][0]
             if choice.get("delta", {}).get("content"):
                 tokens += 1  # llama-cpp-python streams one token per chunk
                 ttft = ttft if ttft is not None else time.perf_counter() - start
