@@ -6,7 +6,8 @@ stops it afterwards.
 
 1. Load: 30 students at once, each with its own key, short course-chat questions
    (max_tokens 16, every 2nd request streamed), rate limit high enough that nobody is
-   throttled. The same load goes to the gateway and straight to the engine, taking turns
+   throttled. The same load goes to the gateway and straight to the engine (with the
+   engine's own key, which the gateway sends for the students), taking turns
    round by round: sent / answered / lost, p50 / p95 latency (ms, from send to the whole
    answer), time to first token of streamed replies. The engine answers one request at a time,
    so a student's latency is mostly the queue of the other 29.
@@ -53,8 +54,12 @@ def main(args) -> None:
         for i in range(rounds):  # take turns, so the machine's drift hits both alike
             order = ("gateway", "direct") if i % 2 == 0 else ("direct", "gateway")
             for path in order:
-                url = server.url if path == "gateway" else server.engine_url
-                runs[path].append(load_test(url, server.keys, requests_each=requests_each))
+                url, keys = (
+                    (server.url, server.keys)
+                    if path == "gateway"
+                    else (server.engine_url, server.engine_keys)  # the engine wants its own key
+                )
+                runs[path].append(load_test(url, keys, requests_each=requests_each))
         merged = {path: _merge(results) for path, results in runs.items()}
         rows = [(path, r.summary()) for path, r in merged.items()]
         print(
@@ -75,7 +80,11 @@ def main(args) -> None:
         )
         _print_losses(merged)
         short = overhead(
-            server.url, server.engine_url, key=server.keys["s001"], rounds=short_rounds
+            server.url,
+            server.engine_url,
+            key=server.keys["s001"],
+            engine_key=server.engine_key,
+            rounds=short_rounds,
         )
 
     with temporary_deployment(students=STUDENTS, rate_per_minute=60, rate_burst=0) as server:
@@ -99,6 +108,7 @@ def main(args) -> None:
             server.url,
             server.engine_url,
             key=server.keys["s001"],
+            engine_key=server.engine_key,
             rounds=long_rounds,
             max_tokens=64,
             model="course-bench",

@@ -13,6 +13,7 @@ Examples::
     python -m server_setup up --model course-chat --max-model-len 512
     python -m server_setup keys issue roster.csv --out keys-to-hand-out.csv
     python -m server_setup keys revoke s017
+    python -m server_setup keys engine --rotate
     python -m server_setup status
     python -m server_setup check http://127.0.0.1:8000/v1 --key sk-course-...
     python -m server_setup loadtest http://127.0.0.1:8000/v1 --keys keys.csv --students 30
@@ -119,7 +120,9 @@ _RENDER_HELP = """\
 Plan, then write the deployable files into output_dir: the engine (vLLM's OpenAI server
 with a Vicuna chat template, Triton with the vLLM backend, or llama.cpp's server on a CPU
 host) as compose.yaml, a systemd unit, an Apptainer definition and a Slurm script, with a
-README.txt. A deployment that does not fit is not rendered (exit 1).
+README.txt, and the gateway (nginx.conf + njs) as a systemd unit and a compose service. The
+engine's own key is written to the state dir's keys/ when missing (never into output_dir).
+A deployment that does not fit is not rendered (exit 1).
 
 Each setting comes from its flag, else COURSELAB_SERVER_<NAME>, else FILE, else its default.
 """
@@ -182,6 +185,7 @@ def load_settings(args: argparse.Namespace):
 def _run_render(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from server_setup.local import Local
     from server_setup.render import render, write
     from server_setup.report import refusal, table
 
@@ -194,6 +198,11 @@ def _run_render(args: argparse.Namespace) -> int:
         return 1
     written = write(result, Path(d.output_dir))
     print(f"rendered {len(written)} files into {d.output_dir}/ (see README.txt there)")
+    # the files name the engine's key file in the state dir: make it here when missing (it
+    # is never in output_dir, which may be copied around; keys issue on the host makes it too)
+    keys = Local.of(d).keys
+    made = keys.ensure_engine_key()
+    print(f"engine key: {keys.engine_env_file} ({'new' if made else 'kept'}, 0600)")
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from courselib.errors import CourseError
 
 KEY_ENV = "COURSELAB_API_KEY"  # what the students' courselib reads too
+ENGINE_KEY_ENV = "COURSELAB_ENGINE_KEY"
 
 _CHECK_HELP = f"""\
 Smoke test of a running deployment through its gateway, with one student key (--key, else
@@ -31,7 +32,9 @@ a think time between them, 429s retried after Retry-After. Prints sent / answere
 lost, p50/p95 latency, time to first token and tokens/s. With --direct ENGINE_URL (on the
 host: the engine's loopback port) the same load goes to the engine too, after the gateway's,
 and then one client sends the same request both ways, interleaved, for the gateway's own cost
-(medians, ratio). Exit 1 when a request was lost.
+(medians, ratio). The engine wants its own key: --engine-key, else $COURSELAB_ENGINE_KEY, else
+the one in the state dir's keys/engine.env (--state-dir, else the default state dir).
+Exit 1 when a request was lost.
 """
 
 
@@ -67,6 +70,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rounds", type=int, default=30, help="with --direct: overhead rounds (default 30)"
     )
+    p.add_argument(
+        "--engine-key",
+        help=f"with --direct: the engine's key (default: ${ENGINE_KEY_ENV}, else the state dir's)",
+    )
+    p.add_argument("--state-dir", help="with --direct: where the engine's key is kept")
     p.set_defaults(func=_run_loadtest)
 
     p = sub.add_parser(
@@ -132,7 +140,9 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     )
     rows = [("gateway", load_test(args.url, keys, **options))]
     if args.direct:
-        rows.append(("direct", load_test(args.direct, keys, **options)))
+        engine_key = _engine_key(args)
+        direct = dict.fromkeys(keys, engine_key)  # the same students, straight to the engine
+        rows.append(("direct", load_test(args.direct, direct, **options)))
     print(summary_table([(name, r.summary()) for name, r in rows]))
     if args.direct:
         key = next(iter(keys.values()))
@@ -140,6 +150,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
             args.url,
             args.direct,
             key=key,
+            engine_key=engine_key,
             model=args.model,
             max_tokens=args.max_tokens,
             rounds=args.rounds,
@@ -152,6 +163,16 @@ def _run_loadtest(args: argparse.Namespace) -> int:
             print(f"{name}: lost {count} x {reason}", file=sys.stderr)
             lost += count
     return 1 if lost else 0
+
+
+def _engine_key(args: argparse.Namespace) -> str:
+    """--engine-key, else $COURSELAB_ENGINE_KEY, else the state dir's keys/engine.env."""
+    if args.engine_key or os.environ.get(ENGINE_KEY_ENV):
+        return args.engine_key or os.environ[ENGINE_KEY_ENV]
+    from server_setup.local import Local
+    from server_setup.settings import load
+
+    return Local.of(load(None, overrides={"state_dir": args.state_dir})).keys.engine_key()
 
 
 def _run_dry_run(args: argparse.Namespace) -> int:

@@ -20,6 +20,15 @@ gateway_host:gateway_port, wait until both answer, print the URL. MODEL may be a
 else ~/.local/state/courselab-server.
 """
 
+_ENGINE_KEY_HELP = """\
+The engine (vLLM, llama-cpp-python's server) listens on loopback and requires its own key,
+which only the gateway sends: no local user of the host can go around the gateway. The key
+is kept in the state dir's keys/engine.env (the engine's environment: systemd
+EnvironmentFile=, compose env_file) and keys/engine-auth.conf (nginx), both 0600. Without
+--rotate this writes them only when missing (render, keys issue and up do the same). After
+--rotate restart the engine and reload the gateway.
+"""
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from server_setup.cli import add_settings
@@ -70,7 +79,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_keys_revoke)
     p = ksub.add_parser("list", help="students, key fingerprints, issued/revoked")
     p.set_defaults(func=_run_keys_list)
-    for action in ("issue", "revoke", "list"):
+    p = ksub.add_parser(
+        "engine",
+        help="the engine's own key (only the gateway sends it): write it if missing",
+        description=_ENGINE_KEY_HELP,
+    )
+    p.add_argument("--rotate", action="store_true", help="a new key, replacing the old one")
+    p.set_defaults(func=_run_keys_engine)
+    for action in ("issue", "revoke", "list", "engine"):
         ap = ksub.choices[action]
         ap.add_argument("--settings", metavar="FILE", help="the deployment's TOML settings file")
         ap.add_argument("--state-dir", dest="state_dir", help="where the keys are kept")
@@ -145,6 +161,7 @@ def _run_keys_issue(args: argparse.Namespace) -> int:
 
     d = _load_keys_settings(args)
     store = Local.of(d).keys
+    store.ensure()  # the folder, and the engine's key when missing
     roster = read_roster(Path(args.roster))
     issued = store.issue(roster, reissue=args.reissue)
     kept = len(roster) - len(issued)
@@ -168,6 +185,21 @@ def _run_keys_revoke(args: argparse.Namespace) -> int:
     student = Local.of(d).keys.revoke(args.student)
     print(f"revoked the key of {student.student_id} ({student.revoked})")
     _reload(d)
+    return 0
+
+
+def _run_keys_engine(args: argparse.Namespace) -> int:
+    from server_setup.local import Local
+
+    store = Local.of(_load_keys_settings(args)).keys
+    written = store.ensure_engine_key(rotate=args.rotate)
+    what = "wrote a new" if written else "kept the"
+    print(f"{what} engine key: {store.engine_env_file} and {store.engine_auth_file} (0600)")
+    if written and args.rotate:
+        print(
+            "restart the engine (systemctl restart courselab-engine) and reload the gateway "
+            "(systemctl reload courselab-gateway; up: down, then up)"
+        )
     return 0
 
 

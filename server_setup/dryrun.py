@@ -8,8 +8,8 @@ short load test, ``status``, ``down``, each step printed.
 Example::
 
     >>> with temporary_deployment(students=3, rate_per_minute=600) as server:
-    ...     server.url, sorted(server.keys)
-    ('http://127.0.0.1:41235/v1', ['s001', 's002', 's003'])
+    ...     server.url, sorted(server.keys), server.engine_key[:10]
+    ('http://127.0.0.1:41235/v1', ['s001', 's002', 's003'], 'sk-engine-')
     >>> dry_run(students=10, requests_each=2)
     0
 """
@@ -39,6 +39,13 @@ class TemporaryServer:
     engine_url: str
     keys: dict[str, str]
     """Student id -> API key."""
+    engine_key: str
+    """What a request straight to ``engine_url`` must carry (the gateway sends it itself)."""
+
+    @property
+    def engine_keys(self) -> dict[str, str]:
+        """Student id -> the engine's key: the same students, straight to the engine."""
+        return dict.fromkeys(self.keys, self.engine_key)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,6 +99,7 @@ def temporary_deployment(
             url=running.url,
             engine_url=f"http://{d.engine_host}:{d.engine_port}/v1",
             keys={i.student_id: i.key for i in issued},
+            engine_key=Local.of(d).keys.engine_key(),
         )
 
 

@@ -18,7 +18,8 @@ Example::
     >>> s = result.summary()
     >>> s["sent"], s["answered"], s["lost"]
     (90, 90, 0)
-    >>> o = overhead("http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/v1", key=key, rounds=40)
+    >>> o = overhead("http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/v1", key=key,
+    ...              engine_key=engine_key, rounds=40)
     >>> round(o.ratio, 2)
     1.04
 """
@@ -240,7 +241,8 @@ def load_test(
 
     ``stream_every``: every n-th request of a student is streamed (0: none);
     ``think_s``: mean pause between a student's requests (uniform on 0..2x, seeded).
-    ``url`` may be the engine itself (it ignores the keys): the same requests, no gateway.
+    ``url`` may be the engine itself, with the engine's key for every student
+    (``TemporaryServer.engine_keys``): the same requests, no gateway.
     """
     url = url.rstrip("/")
     out: list[Outcome] = []  # list.append is atomic under the GIL
@@ -327,6 +329,7 @@ def overhead(
     engine_url: str,
     *,
     key: str,
+    engine_key: str | None = None,
     rounds: int = 30,
     max_tokens: int = 16,
     model: str = "course-chat",
@@ -334,8 +337,9 @@ def overhead(
 ) -> Overhead:
     """One client, one request at a time: each round sends the same request both ways.
 
-    A 429 from the gateway (a class server's own limit) is waited out and the request sent
-    again; only the answered attempt is timed.
+    ``key`` is a student's (the gateway), ``engine_key`` the engine's own (default: ``key``,
+    for an engine that takes none). A 429 from the gateway (a class server's own limit) is
+    waited out and the request sent again; only the answered attempt is timed.
     """
     body = {
         "model": model,
@@ -343,7 +347,10 @@ def overhead(
         "max_tokens": max_tokens,
         "temperature": 0.0,
     }
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = {
+        "gateway": {"Authorization": f"Bearer {key}"},
+        "direct": {"Authorization": f"Bearer {engine_key or key}"},
+    }
     times: dict[str, list[float]] = {"gateway": [], "direct": []}
     tokens: list[int] = []
     urls = {"gateway": gateway_url.rstrip("/"), "direct": engine_url.rstrip("/")}
@@ -354,7 +361,9 @@ def overhead(
             """Seconds of the answered attempt (a 429 is waited out, not timed)."""
             while True:
                 start = time.perf_counter()
-                r = clients[path].post(urls[path] + "/chat/completions", json=body, headers=headers)
+                r = clients[path].post(
+                    urls[path] + "/chat/completions", json=body, headers=headers[path]
+                )
                 seconds = time.perf_counter() - start
                 if r.status_code != 429:
                     break

@@ -5,15 +5,18 @@ and renders exactly what ``render`` would (a deployment that does not fit is ref
 anything starts), then runs, as the current user with no root:
 
 - the engine: llama-cpp-python's server, the rendered command with this Python, on
-  ``127.0.0.1:engine_port``;
+  ``127.0.0.1:engine_port``, with the engine's key from ``keys/engine.env`` in its
+  environment (as systemd gives it): a request without it gets 401;
 - the gateway: ``nginx -p <state>/nginx -c <state>/deploy/gateway/nginx.conf`` on
-  ``gateway_host:gateway_port``, its pid, logs and temp files in the state dir.
+  ``gateway_host:gateway_port``, its pid, logs and temp files in the state dir; it sends the
+  engine's key upstream.
 
 Everything lives in the state dir (``state_dir``; default ``$XDG_STATE_HOME/courselab-server``,
 else ``~/.local/state/courselab-server``)::
 
     deploy/        the rendered files (README.txt says what each is)
-    keys/          students.json and keys.map: key hashes only (0600, folder 0700)
+    keys/          students.json and keys.map: key hashes only; engine.env and
+                   engine-auth.conf: the engine's key (all 0600, folder 0700)
     logs/          engine.log, gateway-error.log, access.jsonl (one JSON line per request),
                    usage.png (status)
     run/           engine.pid, nginx.pid
@@ -39,6 +42,7 @@ import dataclasses
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,7 +53,7 @@ from pathlib import Path
 
 from courselib.errors import CourseError
 from server_setup.gateway.keys import KeyStore
-from server_setup.gateway.nginx import GatewayPaths
+from server_setup.gateway.nginx import GatewayPaths, gateway_url
 from server_setup.plan import Plan
 from server_setup.render import Rendered, render, write
 from server_setup.settings import Deployment
@@ -61,6 +65,9 @@ INSTALL_HINT = (
 # what each process's command line must contain before down signals that pid (a pid file
 # left by a crash may name a pid the system has since given to something else)
 MARKERS = {"engine": "llama_cpp.server", "gateway": "nginx"}
+# variables llama-cpp-python's server reads besides its flags (pydantic settings; uvicorn's
+# host and port from HOST and PORT): a shell's own must not rebind it or change its key
+ENGINE_ENV_DROPPED = ("HOST", "PORT", "API_KEY", "CONFIG_FILE")
 
 
 class DoesNotFit(CourseError):
@@ -191,10 +198,16 @@ def _stop(pid: int, *, first: signal.Signals, grace_s: float) -> None:
 # --- health ----------------------------------------------------------------------------------
 
 
-def _get(url: str, *, timeout_s: float = 2.0) -> int:
-    """HTTP status of GET ``url``; 0 when nothing answers."""
+def _get(url: str, *, key: str = "", timeout_s: float = 2.0) -> int:
+    """HTTP status of GET ``url`` (with ``Authorization: Bearer key``); 0 when nothing answers.
+
+    An https URL is this host's own gateway: its certificate names the host, not 127.0.0.1,
+    so it is not verified (the question is whether nginx answers, not who it is).
+    """
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -225,6 +238,14 @@ def _check_nginx(d: Deployment) -> None:
         raise CourseError(
             f"The gateway needs {' and '.join(missing)}, not found.", hint=INSTALL_HINT
         )
+
+
+def _engine_models(d: Deployment) -> str:
+    return f"http://{d.engine_host}:{d.engine_port}/v1/models"
+
+
+def _healthz(d: Deployment) -> str:
+    return gateway_url(d).removesuffix("/v1") + "/healthz"
 
 
 # --- up / down / status ----------------------------------------------------------------------
@@ -278,25 +299,29 @@ def up(d: Deployment, *, timeout_s: float = 120.0, log=print) -> Running:
     write(result, local.deploy_dir)
     local.keys.ensure()
     local.gateway.make_dirs()
-    # the rendered command, run by this Python (the venv with llama-cpp-python[server])
+    # the rendered command, run by this Python (the venv with llama-cpp-python[server]), its
+    # key in the environment as systemd's EnvironmentFile= gives it
     argv = [sys.executable, *result.engine.argv[1:]]
-    engine = _start(argv, log=local.engine_log, env={**os.environ, **result.engine.env})
+    inherited = {k: v for k, v in os.environ.items() if k not in ENGINE_ENV_DROPPED}
+    env = {**inherited, **result.engine.env, **local.keys.engine_env()}
+    engine = _start(argv, log=local.engine_log, env=env)
     local.pid_file("engine").write_text(f"{engine.pid}\n")
     gw = local.gateway
-    gateway = _start([d.nginx, "-p", str(gw.prefix), "-c", str(gw.conf)], log=gw.error_log)
+    gateway = _start(gw.argv(d.nginx), log=gw.error_log)
     # nginx writes the same pid (daemon off: the master is this process) once it has started;
     # written here too so that a failed start can still be stopped by down
     gw.pid.write_text(f"{gateway.pid}\n")
-    url = f"http://{d.gateway_host}:{d.gateway_port}/v1"
+    url = gateway_url(d)
+    engine_key = local.keys.engine_key()
     checks = {
-        "engine": (engine, f"http://{d.engine_host}:{d.engine_port}/v1/models", local.engine_log),
-        "gateway": (gateway, f"http://{d.gateway_host}:{d.gateway_port}/healthz", gw.error_log),
+        "engine": (engine, _engine_models(d), engine_key, local.engine_log),
+        "gateway": (gateway, _healthz(d), "", gw.error_log),
     }
     deadline = time.monotonic() + timeout_s
     waiting = set(checks)
     while waiting:
         for name in sorted(waiting):
-            proc, health, logfile = checks[name]
+            proc, health, key, logfile = checks[name]
             if proc.poll() is not None:
                 down(d)
                 raise CourseError(
@@ -304,7 +329,7 @@ def up(d: Deployment, *, timeout_s: float = 120.0, log=print) -> Running:
                     f"Last lines of {logfile}:\n{_tail(logfile)}",
                     hint="Fix what the log says, then up again.",
                 )
-            if _get(health) == 200:
+            if _get(health, key=key) == 200:
                 waiting.discard(name)
         if waiting and time.monotonic() > deadline:
             down(d)
@@ -381,13 +406,13 @@ def status(d: Deployment) -> Status:
     local = Local.of(d)
     engine = running_pid(local, "engine")
     gateway = running_pid(local, "gateway")
+    key = local.keys.engine_key() if engine and local.keys.engine_env_file.exists() else ""
     return Status(
         engine_pid=engine,
-        engine_ok=bool(engine) and _get(f"http://{d.engine_host}:{d.engine_port}/v1/models") == 200,
+        engine_ok=bool(engine) and _get(_engine_models(d), key=key) == 200,
         gateway_pid=gateway,
-        gateway_ok=bool(gateway)
-        and _get(f"http://{d.gateway_host}:{d.gateway_port}/healthz") == 200,
-        url=f"http://{d.gateway_host}:{d.gateway_port}/v1",
+        gateway_ok=bool(gateway) and _get(_healthz(d)) == 200,
+        url=gateway_url(d),
         access_log=local.gateway.access_log,
     )
 

@@ -95,12 +95,24 @@ class Deployment:
     max_body_kib: int = _doc("Largest request body in KiB (over it: 413).", 256)
     nginx: str = _doc("The nginx program (Debian: /usr/sbin/nginx).", "/usr/sbin/nginx")
     nginx_js_module: str = _doc(
-        "njs module nginx loads (Debian's libnginx-mod-http-js).",
+        "njs module nginx loads (Debian's libnginx-mod-http-js; the official nginx image "
+        "has it at the same path, so one nginx.conf serves systemd and compose).",
         "/usr/lib/nginx/modules/ngx_http_js_module.so",
     )
+    nginx_image: str = _doc(
+        "Container image of the gateway in compose.yaml (the official image ships njs).",
+        "nginx:1.28",
+    )
+    tls_cert: str = _doc(
+        "PEM certificate (with its chain) the gateway serves HTTPS and HTTP/2 with, on the "
+        "host; empty: plain HTTP (then put TLS in front if the network is not trusted).",
+        "",
+    )
+    tls_key: str = _doc("The certificate's private key (PEM) on the host; set with tls_cert.", "")
     state_dir: str = _doc(
-        "Keys, logs, pid and temp files of the gateway and of `up` "
-        "(default: $XDG_STATE_HOME/courselab-server, else ~/.local/state/courselab-server).",
+        "Keys (students' hashes, the engine's key), logs, pid and temp files of the gateway "
+        "and of `up` (default: $XDG_STATE_HOME/courselab-server, else "
+        "~/.local/state/courselab-server; on a class host e.g. /var/lib/courselab-server).",
         "",
     )
     # --- where files go and what runs them
@@ -251,6 +263,11 @@ def check(d: Deployment) -> None:
             raise CourseError(
                 f"{name} = {getattr(d, name)} is too small.", hint=FIELDS[name].metadata["doc"]
             )
+    if bool(d.tls_cert) != bool(d.tls_key):
+        raise CourseError(
+            "tls_cert and tls_key come together: one is set, the other is empty.",
+            hint="Set both (the certificate and its private key), or neither for plain HTTP.",
+        )
     if d.engine_port == d.gateway_port:
         raise CourseError(
             f"engine_port and gateway_port are both {d.engine_port}.",

@@ -11,6 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shlex
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -133,7 +137,9 @@ def _issue_keys(
     out = state.parent / "keys.csv"
     _cli("keys", "issue", str(roster), "--state-dir", str(state), "--out", str(out))
     keys = {row["student_id"]: row["api_key"] for row in csv.DictReader(out.open())}
+    engine_env = (state / "keys" / "engine.env").read_text()
     return {
+        "engine_key": re.search(r"^API_KEY=(\S+)$", engine_env, re.M).group(1),
         "state": state,
         "flags": flags,
         "url": f"http://127.0.0.1:{gateway_port}/v1",
@@ -176,6 +182,36 @@ def test_up_prints_the_url_and_where_the_keys_are(server):
     # the engine answers on loopback only
     conf = (server["state"] / "deploy" / "gateway" / "nginx.conf").read_text()
     assert f"server 127.0.0.1:{server['engine_url'].split(':')[2][:-3]};" in conf
+
+
+def _engine_pid(server) -> int:
+    return int((server["state"] / "run" / "engine.pid").read_text())
+
+
+def test_the_engine_wants_its_own_key_which_only_the_gateway_sends(server):
+    """A local user going around the gateway to the engine's port gets 401; the gateway
+    swaps the student's key for the engine's."""
+    engine = server["engine_url"]
+    key = server["engine_key"]
+    assert httpx.get(engine + "/models").status_code == 401
+    student = {"Authorization": f"Bearer {server['keys']['s001']}"}
+    assert httpx.get(engine + "/models", headers=student).status_code == 401
+    chat = {"messages": QUESTION, "max_tokens": 4}
+    assert httpx.post(engine + "/chat/completions", json=chat).status_code == 401
+    ok = httpx.get(engine + "/models", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200 and ok.json()["data"]
+    through = httpx.post(server["url"] + "/chat/completions", json=chat, headers=student)
+    assert through.status_code == 200 and through.json()["choices"][0]["message"]["content"]
+    # the key is in the engine's environment, not in its command line (ps shows that to all)
+    pid = _engine_pid(server)
+    assert key not in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    assert f"API_KEY={key}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    # and in no rendered file: only in the 0600 key files of the 0700 folder
+    deploy = server["state"] / "deploy"
+    assert not any(key in f.read_text() for f in deploy.rglob("*") if f.is_file())
+    for name in ("engine.env", "engine-auth.conf"):
+        f = server["state"] / "keys" / name
+        assert key in f.read_text() and oct(f.stat().st_mode & 0o777) == "0o600"
 
 
 def test_a_good_key_chats_and_streams(server):
@@ -332,12 +368,12 @@ def test_check_passes_through_the_gateway_with_a_good_key(server):
     "target, key, failed",
     [
         ("url", "sk-course-wrong", {"models", "chat", "stream"}),
-        # the engine's own port: anyone could use it, the two 401 steps fail
-        ("engine_url", "sk-course-wrong", {"no", "wrong"}),
+        # the engine's own port refuses a student's key: it wants the engine's
+        ("engine_url", "s001", {"models", "chat", "stream"}),
     ],
 )
 def test_check_fails_with_a_wrong_key_or_without_the_gateway(server, target, key, failed):
-    out = _cli("check", server[target], "--key", key, check=False)
+    out = _cli("check", server[target], "--key", server["keys"].get(key, key), check=False)
     assert out.returncode == 1
     rows = [line.split() for line in out.stdout.splitlines()[1:-1]]
     assert {r[0] for r in rows if "FAIL" in r} == failed
@@ -350,6 +386,7 @@ def test_loadtest_counts_every_request_and_compares_with_the_engine(server):
     out = _cli(
         "loadtest", server["url"], "--keys", str(keys), "--requests", "4",
         "--direct", server["engine_url"], "--rounds", "5",
+        "--state-dir", str(server["state"]),  # where the engine's key is
     )  # fmt: skip
     lines = out.stdout.splitlines()
     gateway, direct = (
@@ -358,3 +395,140 @@ def test_loadtest_counts_every_request_and_compares_with_the_engine(server):
     # students sent answered 429 retried-ok lost: 2 of the 4 streamed, all answered
     assert gateway[1:7] == direct[1:7] == ["1", "4", "4", "0", "0", "0"]
     assert "ratio" in out.stdout and "max_tokens 16" in out.stdout
+
+
+def _gateway_only(tmp_path: Path, **settings):
+    """A rendered deployment whose gateway runs here without its engine (the engine's port
+    stays closed: the gateway answers 503): (settings, gateway paths, a student's key)."""
+    from server_setup.gateway.keys import KeyStore, Student
+    from server_setup.gateway.nginx import GatewayPaths
+    from server_setup.render import render, write
+    from server_setup.settings import load
+
+    _require_nginx()
+    (tmp_path / "m.gguf").write_bytes(b"")  # rendered, never loaded
+    d = load(None, overrides={
+        "model": "llama-7b", "ram": "16GiB", "dtype": "Q4_K_M",
+        "model_path": str(tmp_path / "m.gguf"), "output_dir": str(tmp_path / "deploy"),
+        "state_dir": str(tmp_path / "state"), "gateway_port": _port(), "engine_port": _port(),
+        "max_tokens": CAP, **settings,
+    }, environ={})  # fmt: skip
+    write(render(d), Path(d.output_dir))
+    paths = GatewayPaths.of(d, install_dir=Path(d.output_dir))
+    store = KeyStore(paths.keys_dir)
+    store.ensure()
+    (issued,) = store.issue([Student("s001")])
+    paths.make_dirs()
+    return d, paths, issued.key
+
+
+def _wait_healthy(url: str, *, timeout_s: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            status = httpx.get(url, verify=False).status_code
+        except httpx.HTTPError:
+            status = 0
+        if status == 200 or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def test_tls_and_http2_with_a_self_signed_certificate(tmp_path):
+    """The rendered TLS gateway for real (no engine: its 503 is the answer): HTTP/2 over
+    TLS, keys checked, the body read by njs (max_tokens over the cap: 400)."""
+    from test_server_setup_render import self_signed
+
+    curl = shutil.which("curl")
+    if not curl:
+        pytest.skip("curl is not installed: no HTTP/2 client here")
+    d, gw, key = _gateway_only(tmp_path, **self_signed(tmp_path))
+    nginx = subprocess.Popen(gw.argv(d.nginx), stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"https://127.0.0.1:{d.gateway_port}"
+        assert _wait_healthy(base + "/healthz") == 200, gw.error_log.read_text()
+
+        def call(path: str, *args: str) -> tuple[str, str, str]:
+            """(HTTP version, status, body) of one curl request; retry_after[-1]: its header."""
+            run = subprocess.run(
+                [curl, "-sk", "--http2", "-o", "-",
+                 "-w", "\\n%{http_version} %{http_code} %header{retry-after}", *args, base + path],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            body, _, last = run.stdout.rpartition("\n")
+            version, code, *header = last.split()
+            retry_after.append(header[0] if header else "")
+            return version, code, body
+
+        retry_after: list[str] = []
+        assert call("/healthz") == ("2", "200", '{"status": "ok"}')
+        assert call("/v1/models")[:2] == ("2", "401")
+        auth = ["-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json"]
+        over = json.dumps({"messages": QUESTION, "max_tokens": CAP + 1})
+        version, code, body = call("/v1/chat/completions", *auth, "--data", over)
+        assert (version, code) == ("2", "400") and f"limit of {CAP}" in body
+        fine = json.dumps({"messages": QUESTION, "max_tokens": 1})
+        version, code, body = call("/v1/chat/completions", *auth, "--data", fine)
+        # no engine: 503 with Retry-After, which students' clients (courselib) wait and retry
+        assert (version, code) == ("2", "503") and "engine_unavailable" in body
+        assert retry_after[-1] == "10"
+        plain = httpx.get(f"http://127.0.0.1:{d.gateway_port}/healthz")
+        assert plain.status_code == 400  # nginx: plain HTTP sent to the HTTPS port
+    finally:
+        os.killpg(nginx.pid, signal.SIGQUIT)  # graceful, workers included
+        nginx.wait(timeout=10)
+
+
+def _group_users(pgid: int) -> dict[int, int]:
+    """pid -> uid of the live processes in process group ``pgid``."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                uid = int((entry / "status").read_text().split("\nUid:")[1].split()[0])
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found[int(entry.name)] = uid
+    return found
+
+
+def test_the_gateway_runs_within_its_units_capabilities(tmp_path):
+    """courselab-gateway.service's ExecStart and ExecReload, run here with the unit's
+    CapabilityBoundingSet and NoNewPrivileges (setpriv; systemd itself is not running here):
+    root master, unprivileged workers, keys checked, reload and graceful stop work."""
+    from test_server_setup_render import GATEWAY, _unit
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("needs root and setpriv (util-linux): the unit's master runs as root")
+    d, gw, key = _gateway_only(tmp_path)
+    service = _unit((Path(d.output_dir) / GATEWAY).read_text())["Service"]
+    assert service["NoNewPrivileges"] == ["yes"]
+    caps = [c.lower().removeprefix("cap_") for c in service["CapabilityBoundingSet"][0].split()]
+    confined = [setpriv, "--bounding-set", "-all," + ",".join("+" + c for c in caps)]
+    confined += ["--inh-caps", "-all", "--no-new-privs"]
+    start = confined + shlex.split(service["ExecStart"][0])
+    nginx = subprocess.Popen(start, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{d.gateway_port}"
+        assert _wait_healthy(url + "/healthz") == 200, gw.error_log.read_text()
+        users = _group_users(nginx.pid)
+        assert users.pop(nginx.pid) == 0 and users and 0 not in users.values()  # workers drop
+        assert httpx.get(url + "/v1/models").status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(url + "/v1/models", headers=auth).status_code == 503  # no engine
+        reload = subprocess.run(
+            confined + shlex.split(service["ExecReload"][0]), capture_output=True, text=True
+        )
+        assert reload.returncode == 0, reload.stderr
+        deadline = time.monotonic() + 10
+        while set(_group_users(nginx.pid)) & set(users) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = set(_group_users(nginx.pid)) - {nginx.pid}
+        assert workers and not workers & set(users)  # new workers, the old ones gone
+        assert httpx.get(url + "/v1/models", headers=auth).status_code == 503
+    finally:
+        os.killpg(nginx.pid, signal.SIGQUIT)  # the unit's KillSignal
+        assert nginx.wait(timeout=10) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from test_gateway import _require_nginx
 
@@ -64,6 +65,13 @@ def test_a_failure_inside_the_deployment_still_stops_it(course_gguf):
         temporary_deployment(students=2, log=lines.append) as server,
     ):
         assert sorted(server.keys) == ["s001", "s002"]
+        # straight to the engine (bench and loadtest's "direct" path): its own key, or 401
+        models = server.engine_url + "/models"
+        assert httpx.get(models).status_code == 401
+        auth = {"Authorization": f"Bearer {server.engine_key}"}
+        assert httpx.get(models, headers=auth).status_code == 200
+        assert set(server.engine_keys) == set(server.keys)
+        assert set(server.engine_keys.values()) == {server.engine_key}
         raise RuntimeError("a step failed")
     groups = _groups(lines)
     assert len(groups) == 2 and _left(groups) == []

@@ -3,9 +3,12 @@
 Table-driven over the engines. Every rendered file is parsed by what reads it in production
 where that tool is here: TOML, YAML (compose), JSON (Triton's model.json), Triton's own
 model_config protobuf (config.pbtxt), Jinja (the chat template, rendered and compared with
-courselib's Vicuna renderer), llama-cpp-python's own server argument parser, bash -n, and
-systemd-analyze verify. vLLM's own parser checks the vLLM command when COURSELAB_VLLM_PYTHON
-names a Python with vllm installed (a separate venv: vllm is too big for the course's).
+courselib's Vicuna renderer), llama-cpp-python's own server argument parser, bash -n,
+systemd-analyze verify (and its offline security score for the gateway), and nginx -t (plain
+and with TLS, on a self-signed certificate made here). vLLM's own parser checks the vLLM
+command when COURSELAB_VLLM_PYTHON names a Python with vllm installed (a separate venv: vllm
+is too big for the course's). Docker is not needed: compose.yaml is checked as YAML, down to
+every path the gateway's nginx.conf names being mounted in its container.
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from courselib.chat.vicuna import VICUNA_SYSTEM, render_vicuna
 from courselib.errors import CourseError
+from server_setup.gateway.keys import ENGINE_KEY_VARS, KeyStore
+from server_setup.gateway.nginx import GatewayPaths
 from server_setup.render import Rendered, render, write
 from server_setup.settings import Deployment, example_toml, load
 
@@ -53,6 +59,7 @@ COMMON = {
     "deployment.toml",
     "compose.yaml",
     "courselab-engine.service",
+    "courselab-gateway.service",
     "courselab-engine.def",
     "serve.sbatch",
     "gateway/nginx.conf",
@@ -67,10 +74,26 @@ def _deployment(tmp_path: Path, case: str, **extra) -> Deployment:
     overrides = {
         "model_path": str(model_dir),
         "output_dir": str(tmp_path / "deploy"),
+        "state_dir": str(tmp_path / "state"),  # never the home directory's
         **settings,
         **extra,
     }
     return load(None, overrides=overrides, environ={})
+
+
+def _unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """A systemd unit as section -> key -> values (a key may repeat, as ExecStartPre does)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, value = line.split("=", 1)  # a line that is no key=value fails here
+        current.setdefault(key, []).append(value)
+    return sections
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -93,6 +116,11 @@ def test_each_engine_renders_its_files(rendered):
     readme = (out / "README.txt").read_text()
     listed = [n for n in result.files if n != "README.txt" and not n.startswith("model_repo")]
     assert all(name in readme for name in listed)
+    # the gateway is started by the rendered units or compose, not assembled by hand
+    assert "systemctl enable --now courselab-engine courselab-gateway" in readme
+    assert "docker compose up -d" in readme and "mkdir" not in readme
+    assert f"keys issue roster.csv --state-dir {d.state_dir}" in readme
+    assert ("keep untrusted users off it" in readme) == (case == "triton")
 
 
 def test_every_file_parses(rendered):
@@ -104,10 +132,12 @@ def test_every_file_parses(rendered):
     again = load(out / "deployment.toml", environ={})
     assert render(again).files == result.files
     compose = yaml.safe_load((out / "compose.yaml").read_text())
-    assert list(compose["services"]) == ["engine"]
+    assert list(compose["services"]) == ["engine", "gateway"]
     engine = compose["services"]["engine"]
     assert engine["network_mode"] == "host"
     assert f"{d.model_path}:{d.model_path}:ro" in engine["volumes"]
+    key_file = str(Path(d.state_dir) / "keys" / "engine.env")
+    assert engine.get("env_file") == (None if case == "triton" else [key_file])
     devices = engine.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
     if CASES[case][2]:
         assert devices == [{"driver": "nvidia", "count": CASES[case][2], "capabilities": ["gpu"]}]
@@ -238,6 +268,11 @@ def test_llamacpp_flags_parse_with_llama_cpp_servers_own_parser(tmp_path):
     assert model.chat_format == "vicuna"
     assert (server.host, server.port) == ("127.0.0.1", 8001)
     assert server.interrupt_requests is False  # streams run to their end under load
+    assert server.api_key is None  # no key in the command line ...
+    with pytest.MonkeyPatch.context() as env:  # ... its settings read it from engine.env's
+        env.setenv("API_KEY", "sk-engine-test")
+        assert parse_model_from_args(ServerSettings, args).api_key == "sk-engine-test"
+    assert "API_KEY" in ENGINE_KEY_VARS
     assert {a for a in run.argv if a.startswith("--")} <= _facts_flags("llamacpp-server-flags")
 
 
@@ -302,17 +337,153 @@ def test_systemd_unit_is_hardened_and_verifies(case, tmp_path):
     ):
         assert line in unit.splitlines()
     assert ("PrivateDevices=yes" in unit) == (CASES[case][2] == 0)  # GPUs need /dev/nvidia*
+    # the key from the state dir's env file, never in the command line (ps shows that to all)
+    env_files = _unit(unit)["Service"].get("EnvironmentFile", [])
+    assert env_files == ([] if case == "triton" else [str(Path(d.state_dir) / "keys/engine.env")])
+    assert "api-key" not in unit and "api_key" not in unit
     write(result, Path(d.output_dir))
     verify = shutil.which("systemd-analyze")
     if not verify:
+        pytest.skip("systemd-analyze is not installed: the units were checked line by line only")
+    units = [str(Path(d.output_dir) / u) for u in ("courselab-engine.service", GATEWAY)]
+    run = subprocess.run([verify, "verify", *units], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "courselab-" not in run.stderr, run.stderr
+
+
+GATEWAY = "courselab-gateway.service"
+
+
+def test_gateway_unit_runs_the_rendered_conf_after_the_engine(tmp_path):
+    d = _deployment(tmp_path, "vllm", gateway_host="0.0.0.0")
+    result = render(d)
+    paths = GatewayPaths.of(d, install_dir=Path(d.output_dir))
+    unit = _unit(result.files[GATEWAY])
+    service = unit["Service"]
+    # one command line for systemd, compose and up (GatewayPaths.argv), as a shell would split it
+    assert shlex.split(service["ExecStart"][0]) == paths.argv(d.nginx)
+    mkdir, test = service["ExecStartPre"]
+    assert shlex.split(mkdir) == ["+/bin/mkdir", "-p", *map(str, paths.writable)]
+    assert shlex.split(test) == paths.argv(d.nginx, "-t", "-q")
+    assert shlex.split(service["ExecReload"][0]) == paths.argv(d.nginx, "-s", "reload")
+    assert "courselab-engine.service" in unit["Unit"]["After"][0].split()
+    assert "courselab-engine.service" in unit["Unit"]["Wants"][0].split()
+    assert service["Type"] == ["exec"]  # nginx.conf says "daemon off;": the master is ExecStart
+    assert "daemon off;" in result.files["gateway/nginx.conf"]
+    assert (service["Restart"], service["KillSignal"]) == (["on-failure"], ["SIGQUIT"])
+    # it may write its logs, pid and temp files, and nothing else (not the keys)
+    assert service["ProtectSystem"] == ["strict"]
+    writable = service["ReadWritePaths"][0].split()
+    assert writable == [f"-{p}" for p in paths.writable]
+    assert not any(w.lstrip("-").startswith(str(paths.keys_dir)) for w in writable)
+    for key in ("NoNewPrivileges", "PrivateTmp", "PrivateDevices", "RestrictSUIDSGID"):
+        assert service[key] == ["yes"], key
+    capabilities = set(service["CapabilityBoundingSet"][0].split())
+    assert capabilities == {"CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"} | {
+        "CAP_SETGID",
+        "CAP_SETUID",
+    }
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+    out = Path(d.output_dir)
+    write(result, out)
+    verify = shutil.which("systemd-analyze")
+    if not verify:
         pytest.skip("systemd-analyze is not installed: the unit was checked line by line only")
-    run = subprocess.run(
-        [verify, "verify", str(Path(d.output_dir) / "courselab-engine.service")],
+    # systemd's own exposure score (0 safest .. 10): Debian's stock nginx.service scores 9.6
+    score = subprocess.run(
+        [verify, "security", "--offline=yes", "--threshold=35", str(out / GATEWAY)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert run.returncode == 0 and "courselab-engine" not in run.stderr, run.stderr
+    assert score.returncode == 0, score.stdout[-2000:] + score.stderr
+    level = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", score.stdout).group(1))
+    assert level <= 3.5, score.stdout[-3000:]
+
+
+def _conf_paths(conf: str) -> set[str]:
+    """Every file or folder nginx.conf names: absolute arguments of its directives, but
+    locations (URIs) and load_module (the image's own njs)."""
+    named = set()
+    for line in conf.splitlines():
+        words = line.split("#", 1)[0].split()
+        if words and words[0] not in ("location", "load_module", "return"):
+            named |= {w.rstrip(";") for w in words[1:] if w.startswith("/")}
+    return named
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_compose_gateway_mounts_every_path_its_nginx_conf_names(tmp_path, tls):
+    """The official nginx image runs the same nginx.conf: each path it names must exist in
+    the container (a mount or a tmpfs), the keys read-only, on the host's network."""
+    import yaml
+
+    certs = {"tls_cert": "/etc/ssl/class/cert.pem", "tls_key": "/etc/ssl/class/key.pem"}
+    d = _deployment(tmp_path, "vllm", gateway_host="0.0.0.0", **(certs if tls else {}))
+    result = render(d)
+    paths = GatewayPaths.of(d, install_dir=Path(d.output_dir))
+    gateway = yaml.safe_load(result.files["compose.yaml"])["services"]["gateway"]
+    assert gateway["image"] == d.nginx_image
+    assert gateway["entrypoint"] == paths.argv("nginx")
+    assert gateway["network_mode"] == "host" and "ports" not in gateway
+    assert gateway["depends_on"] == ["engine"] and gateway["read_only"] is True
+    assert gateway["stop_signal"] == "SIGQUIT"
+    install = PurePosixPath(d.output_dir)
+    mounts = {}  # container path -> read-only?
+    for volume in gateway["volumes"]:
+        source, target, *mode = volume.split(":")
+        # relative sources are beside compose.yaml (the install dir): the same path inside
+        assert str(install / source) == target if source.startswith("./") else source == target
+        mounts[target] = mode == ["ro"]
+    for tmpfs in gateway["tmpfs"]:
+        mounts[tmpfs] = False
+    assert mounts[str(paths.keys_dir)] is True  # nginx reads the keys, never writes them
+    assert mounts[str(paths.access_log.parent)] is False  # its logs stay on the host
+    conf = result.files["gateway/nginx.conf"]
+    named = _conf_paths(conf)
+    assert str(paths.keys_map) in named and str(paths.engine_auth) in named
+    assert (certs["tls_cert"] in named) == tls
+    for path in named:
+        covering = [m for m in mounts if path == m or path.startswith(m + "/")]
+        assert covering, f"{path} (nginx.conf) is not mounted in the gateway container"
+        writes = path.endswith((".log", ".jsonl", ".pid")) or "/nginx/" in path
+        assert not (writes and mounts[covering[0]]), f"{path} is written but mounted read-only"
+
+
+def test_no_rendered_file_holds_a_key_and_the_key_files_are_private(tmp_path):
+    d = _deployment(tmp_path, "llamacpp")
+    store = KeyStore(Path(d.state_dir) / "keys")
+    store.ensure()
+    key = store.engine_key()
+    assert key.startswith("sk-engine-") and len(key) > 40
+    assert store.engine_env() == dict.fromkeys(ENGINE_KEY_VARS, key)
+    assert f'proxy_set_header Authorization "Bearer {key}";' in store.engine_auth_file.read_text()
+    for f in (store.engine_env_file, store.engine_auth_file):
+        assert oct(f.stat().st_mode & 0o777) == "0o600"
+    assert oct(store.folder.stat().st_mode & 0o777) == "0o700"
+    result = render(d)
+    assert all(key not in text for text in result.files.values())
+    assert not any("key" in arg for arg in result.engine.argv)  # ps shows argv to everyone
+    conf = result.files["gateway/nginx.conf"]
+    assert f"include {store.engine_auth_file};" in conf
+    assert 'proxy_set_header Authorization "";' not in conf  # the student's key never passes
+    # kept across renders and ensure(); replaced only on rotate, in both files at once
+    assert not store.ensure_engine_key() and store.engine_key() == key
+    assert store.ensure_engine_key(rotate=True)
+    new = store.engine_key()
+    assert new != key and f"Bearer {new}" in store.engine_auth_file.read_text()
+
+
+def test_cli_keys_engine_writes_keeps_and_rotates(tmp_path):
+    store = KeyStore(tmp_path / "state" / "keys")
+    args = ("keys", "engine", "--state-dir", "state")
+    first = _cli(*args, cwd=tmp_path)
+    assert first.returncode == 0 and "wrote a new engine key" in first.stdout, first.stderr
+    key = store.engine_key()
+    assert "kept the engine key" in _cli(*args, cwd=tmp_path).stdout
+    assert store.engine_key() == key
+    rotated = _cli(*args, "--rotate", cwd=tmp_path).stdout
+    assert "wrote a new" in rotated and "restart the engine" in rotated
+    assert store.engine_key() != key
 
 
 def test_slurm_script_asks_for_the_gpus_and_runs_the_same_command(rendered):
@@ -322,6 +493,8 @@ def test_slurm_script_asks_for_the_gpus_and_runs_the_same_command(rendered):
     assert (f"#SBATCH --gres=gpu:{gpus}" in script) == bool(gpus)
     assert ("apptainer exec --nv" in script) == bool(gpus)
     assert " ".join(result.engine.argv[:2]) in script
+    key_file = Path(d.state_dir) / "keys" / "engine.env"
+    assert (f"--env-file {key_file}" in script) == (case != "triton")
 
 
 def test_settings_precedence_flag_env_file_default(tmp_path):
@@ -345,6 +518,7 @@ def test_settings_precedence_flag_env_file_default(tmp_path):
         ("engine = 'tgi'\n", {}, "Unknown engine"),
         ("gateway_port = 8001\n", {}, "different ports"),
         ("served_model_name = 'a b'\n", {}, "folder name"),
+        ("tls_cert = '/etc/ssl/c.pem'\n", {}, "come together"),
         ("max_seqs = [", {}, "not valid TOML"),
     ],
 )
@@ -389,7 +563,8 @@ def test_rerender_replaces_its_own_folder_and_refuses_others(tmp_path):
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the default state dir under cwd: render writes the engine's key there
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_STATE_HOME": str(cwd / "xdg-state")}
     env = {k: v for k, v in env.items() if not k.startswith("COURSELAB_SERVER_")}
     return subprocess.run(
         [sys.executable, "-m", "server_setup", *args],
@@ -407,6 +582,11 @@ def test_cli_init_then_render(tmp_path):
     run = _cli("render", "deployment.toml", "--output-dir", "out", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "FITS" in run.stdout and (tmp_path / "out" / "compose.yaml").is_file()
+    key_file = tmp_path / "xdg-state" / "courselab-server" / "keys" / "engine.env"
+    assert f"engine key: {key_file} (new, 0600)" in run.stdout
+    key = key_file.read_text()
+    again = _cli("render", "deployment.toml", "--output-dir", "out", cwd=tmp_path)
+    assert "(kept, 0600)" in again.stdout and key_file.read_text() == key
     refused = _cli(
         "render", "deployment.toml", "--dtype", "fp32", "--output-dir", "no", cwd=tmp_path
     )
@@ -415,20 +595,36 @@ def test_cli_init_then_render(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
-@pytest.mark.parametrize("case, burst", [(c, 10) for c in sorted(CASES)] + [("llamacpp", 0)])
-def test_the_gateway_config_passes_nginx_own_check(case, burst, tmp_path):
+def self_signed(folder: Path) -> dict[str, str]:
+    """tls_cert and tls_key settings for a fresh self-signed certificate (openssl's CLI)."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.skip("the openssl program is not installed: no certificate to test TLS with")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return {"tls_cert": str(cert), "tls_key": str(key)}
+
+
+@pytest.mark.parametrize(
+    "case, burst, tls",
+    [(c, 10, False) for c in sorted(CASES)] + [("llamacpp", 0, False), ("vllm", 10, True)],
+)
+def test_the_gateway_config_passes_nginx_own_check(case, burst, tls, tmp_path):
     """nginx -t (Debian's nginx + njs) on the rendered gateway; missing nginx FAILS (make sysdeps).
 
-    rate_burst 0 too: nginx refuses "burst=0" (no burst is written as none)."""
-    from server_setup.gateway.keys import KeyStore
-    from server_setup.gateway.nginx import GatewayPaths
-
+    rate_burst 0 too: nginx refuses "burst=0" (no burst is written as none). With TLS: a
+    self-signed certificate, listen with ssl and http2."""
     d = _deployment(
         tmp_path,
         case,
         state_dir=str(tmp_path / "state"),
         gateway_host="0.0.0.0",
         rate_burst=burst,
+        **(self_signed(tmp_path) if tls else {}),
     )
     if not (Path(d.nginx).exists() and Path(d.nginx_js_module).exists()):
         pytest.fail("nginx and libnginx-mod-http-js are not installed (make sysdeps as root)")
@@ -444,7 +640,12 @@ def test_the_gateway_config_passes_nginx_own_check(case, burst, tmp_path):
     )
     assert check.returncode == 0, check.stderr
     conf = paths.conf.read_text()
-    assert "listen 0.0.0.0:8000;" in conf and "server 127.0.0.1:8001;" in conf
+    listen = "listen 0.0.0.0:8000 ssl http2;" if tls else "listen 0.0.0.0:8000;"
+    assert listen in conf and "server 127.0.0.1:8001;" in conf
+    assert (f"ssl_certificate {d.tls_cert};" in conf) == tls
+    assert f"include {paths.engine_auth};" in conf
+    # the unit's own check runs this very command (ExecStartPre)
+    assert f"ExecStartPre={shlex.join(paths.argv(d.nginx, '-t', '-q'))}" in result.files[GATEWAY]
     limit = "limit_req zone=students burst=10 nodelay;" if burst else "limit_req zone=students;"
     assert limit in conf
     assert ("location /v2/models/" in conf) == (case == "triton")

@@ -14,6 +14,17 @@ as, or root on a class host (nginx's master process reads the map at start and r
 its workers drop to their user). A plain sha256 is enough: the keys are 256-bit random strings,
 so there is no dictionary to try (docs/facts.md#nginx-gateway).
 
+The same folder holds the engine's own key (:meth:`KeyStore.ensure_engine_key`), which only
+the gateway knows, so that a local user of the host cannot go around the gateway to the
+engine's loopback port. One key, two files, both 0600, made once and kept until rotated:
+
+- ``keys/engine.env``: ``VLLM_API_KEY=...`` and ``API_KEY=...``, the variables vLLM's and
+  llama-cpp-python's servers read their key from (systemd ``EnvironmentFile=``, compose
+  ``env_file``, Apptainer ``--env-file``, ``up``); in the environment, not on the command
+  line, where every local user could read it with ``ps``;
+- ``keys/engine-auth.conf``: the ``proxy_set_header Authorization "Bearer ...";`` line the
+  gateway's nginx.conf includes (read by nginx's master, like the map).
+
 Example::
 
     >>> store = KeyStore(Path("/tmp/state/keys"))
@@ -40,6 +51,10 @@ from pathlib import Path
 from courselib.errors import CourseError
 
 PREFIX = "sk-course-"
+ENGINE_PREFIX = "sk-engine-"
+ENGINE_KEY_VARS = ("VLLM_API_KEY", "API_KEY")
+"""Where the engines read their key: vLLM's OpenAI server (``--api-key``'s variable) and
+llama-cpp-python's server (pydantic settings: its ``api_key`` field from the environment)."""
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 """What a student id may be: it goes into nginx's map file and every log line unescaped."""
 
@@ -158,12 +173,59 @@ class KeyStore:
         data = json.loads(self.students_file.read_text(encoding="utf-8"))
         return [Student(**row) for row in data]
 
+    @property
+    def engine_env_file(self) -> Path:
+        return self.folder / "engine.env"
+
+    @property
+    def engine_auth_file(self) -> Path:
+        return self.folder / "engine-auth.conf"
+
     def ensure(self) -> None:
-        """Create the folder (0700) and an empty map, so nginx starts with no students yet."""
+        """Create the folder (0700), an empty map (nginx starts with no students yet) and the
+        engine's key, each only when missing."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
         if not self.map_file.exists():
             self._save(self.students())
+        self.ensure_engine_key()
+
+    def ensure_engine_key(self, *, rotate: bool = False) -> bool:
+        """Write the engine's key files unless both exist; ``rotate``: a new key in any case.
+
+        Returns True when a key was written (then the engine must restart and the gateway
+        reload to use it).
+        """
+        if not rotate and self.engine_env_file.exists() and self.engine_auth_file.exists():
+            return False
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
+        key = ENGINE_PREFIX + secrets.token_urlsafe(32)  # [A-Za-z0-9_-]: no quoting needed
+        head = "# The engine's API key (python -m server_setup keys engine --rotate); keep 0600.\n"
+        _write_private(
+            self.engine_env_file, head + "".join(f"{var}={key}\n" for var in ENGINE_KEY_VARS)
+        )
+        _write_private(
+            self.engine_auth_file,
+            head + f'proxy_set_header Authorization "Bearer {key}";\n',
+        )
+        return True
+
+    def engine_env(self) -> dict[str, str]:
+        """The variables of ``engine.env`` (what the engine's environment gets)."""
+        try:
+            text = self.engine_env_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CourseError(
+                f"The engine's key file {self.engine_env_file} does not exist.",
+                hint="python -m server_setup keys engine (same --state-dir) writes it.",
+            ) from None
+        pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+        return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
+
+    def engine_key(self) -> str:
+        """The engine's key (what a request straight to the engine must carry)."""
+        return self.engine_env()[ENGINE_KEY_VARS[0]]
 
     def _save(self, students: list[Student]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,14 @@ phase order:
 4. max_tokens: njs reads the JSON body; over ``max_tokens`` (or not a positive whole number)
    -> 400; none asked -> the gateway sets ``max_tokens`` to the cap (the engine would otherwise
    generate until its context is full);
-5. the engine, with ``proxy_buffering off`` so streamed (SSE) tokens reach the student as they
+5. the engine, with the student's key replaced by the engine's own (``Authorization: Bearer``
+   from ``keys/engine-auth.conf``, included from the state dir: the key is in no rendered
+   file) and ``proxy_buffering off`` so streamed (SSE) tokens reach the student as they
    come; an njs body filter passes each chunk on unchanged and notes the token counts.
+
+With ``tls_cert`` and ``tls_key`` set, it listens with TLS and HTTP/2 instead of plain HTTP.
+The same file runs under ``up`` (as you), systemd and the official nginx image (compose):
+every path in it is absolute and the same on the host and in the container.
 
 Every error is a JSON body in OpenAI's shape (``{"error": {"message": ...}}``) so the
 ``openai`` client shows the message. One access log, a JSON line per request with the
@@ -79,9 +85,23 @@ class GatewayPaths:
         return self.install_dir / CONF
 
     @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"
+
+    @property
     def keys_map(self) -> Path:
         """The hashed key file nginx includes (written by :mod:`server_setup.gateway.keys`)."""
-        return self.state_dir / "keys" / "keys.map"
+        return self.keys_dir / "keys.map"
+
+    @property
+    def engine_auth(self) -> Path:
+        """The engine's ``Authorization`` header line nginx includes (keys.py writes it)."""
+        return self.keys_dir / "engine-auth.conf"
+
+    @property
+    def engine_env(self) -> Path:
+        """The engine's key as environment variables (keys.py writes it)."""
+        return self.keys_dir / "engine.env"
 
     @property
     def access_log(self) -> Path:
@@ -100,10 +120,22 @@ class GatewayPaths:
         """nginx's -p prefix: its temp folders live here."""
         return self.state_dir / "nginx"
 
+    @property
+    def writable(self) -> tuple[Path, Path, Path]:
+        """The folders nginx writes into: logs, pid, its prefix (temp files)."""
+        return (self.access_log.parent, self.pid.parent, self.prefix)
+
     def make_dirs(self) -> None:
         """The folders nginx writes into (it creates its temp folders, not their parents)."""
-        for folder in (self.access_log.parent, self.pid.parent, self.prefix):
+        for folder in self.writable:
             folder.mkdir(parents=True, exist_ok=True)
+
+    def argv(self, nginx: str = "nginx", *options: str) -> list[str]:
+        """How the gateway is started (``up``, systemd, compose): ``nginx -p PREFIX -c CONF``.
+
+        Example: ``paths.argv("/usr/sbin/nginx", "-t")`` checks the configuration.
+        """
+        return [nginx, *options, "-p", str(self.prefix), "-c", str(self.conf)]
 
 
 def retry_after_s(d: Deployment) -> int:
@@ -126,6 +158,29 @@ def _error(message: str, code: str) -> str:
 def gateway_js() -> str:
     """The njs file's text (shipped beside this module)."""
     return files("server_setup.gateway").joinpath("gateway.js").read_text(encoding="utf-8")
+
+
+def gateway_url(d: Deployment) -> str:
+    """The students' base URL on this host (https when the gateway has a certificate).
+
+    Example: ``gateway_url(Deployment())`` -> ``'http://127.0.0.1:8000/v1'``.
+    """
+    return f"{'https' if d.tls_cert else 'http'}://{d.gateway_host}:{d.gateway_port}/v1"
+
+
+def _listen(d: Deployment) -> str:
+    """The server's listen lines: plain HTTP, or TLS with HTTP/2 when a certificate is set."""
+    if not d.tls_cert:
+        return f"listen {d.gateway_host}:{d.gateway_port};"
+    # "listen ... http2" is the spelling nginx 1.22 (Debian 12) knows; 1.25.1 and later accept
+    # it with a deprecation warning (they prefer "http2 on;", which 1.22 refuses)
+    return f"""listen {d.gateway_host}:{d.gateway_port} ssl http2;
+        ssl_certificate {d.tls_cert};
+        ssl_certificate_key {d.tls_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:gateway_tls:10m;
+        ssl_session_timeout 1h;
+        ssl_session_tickets off;"""
 
 
 def nginx_conf(d: Deployment, *, paths: GatewayPaths, engine_kind: str = "llamacpp") -> str:
@@ -153,19 +208,20 @@ def nginx_conf(d: Deployment, *, paths: GatewayPaths, engine_kind: str = "llamac
         }}"""
         for p in prefixes
     )
-    engine = """            proxy_pass http://engine;
+    engine = f"""            proxy_pass http://engine;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_set_header Authorization "";
+            # the student's key stays here; the engine gets its own (a root-only file)
+            include {paths.engine_auth};
             # streaming: each SSE chunk goes to the student as the engine sends it
             proxy_buffering off;
             proxy_request_buffering on;
             proxy_read_timeout 600s;
             js_body_filter gateway.countTokens;"""
     return f"""# Rendered by python -m server_setup render from deployment.toml: edit that, re-render.
-# Run: {d.nginx} -p {paths.prefix} -c {paths.conf}
+# Run: {" ".join(paths.argv(d.nginx))}
 load_module {d.nginx_js_module};
-# in the foreground: systemd or `python -m server_setup up` supervises it
+# in the foreground: systemd, docker or `python -m server_setup up` supervises it
 daemon off;
 worker_processes 1;
 pid {paths.pid};
@@ -215,7 +271,7 @@ http {{
     }}
 
     server {{
-        listen {d.gateway_host}:{d.gateway_port};
+        {_listen(d)}
         default_type application/json;
         access_log {paths.access_log} student;
         # bodies stay in memory (njs reads them there) up to the cap; over it: 413
@@ -225,7 +281,8 @@ http {{
 
         error_page 413 @too_large;
         error_page 429 @too_many;
-        error_page 502 503 504 @engine_down;
+        # "=503": the status students see (502 when nginx cannot connect), which clients retry
+        error_page 502 503 504 =503 @engine_down;
 
         location = /healthz {{
             access_log off;

@@ -8,8 +8,12 @@ gets no files. A fitting one gets, in ``output_dir``:
 - the same engine command as ``compose.yaml``, ``courselab-engine.service`` (systemd),
   ``courselab-engine.def`` (Apptainer) and ``serve.sbatch`` (Slurm);
 - the gateway in front of it: ``gateway/nginx.conf`` and ``gateway/gateway.js`` (per-student
-  keys, limits and log: :mod:`server_setup.gateway.nginx`);
+  keys, limits and log: :mod:`server_setup.gateway.nginx`), run by
+  ``courselab-gateway.service`` (systemd) or compose.yaml's ``gateway`` service;
 - ``deployment.toml`` (the settings used) and ``README.txt`` (what to run).
+
+No rendered file holds a secret: the students' key hashes and the engine's own key live in
+the state dir's ``keys/`` (:mod:`server_setup.gateway.keys`), which the files refer to.
 
 Modules: :mod:`.engine` (the command line), :mod:`.triton`, :mod:`.compose`, :mod:`.systemd`,
 :mod:`.hpc`, :mod:`.readme`.
@@ -18,8 +22,8 @@ Example::
 
     >>> d = load("deployment.toml")
     >>> result = render(d)
-    >>> result.plan.fits, sorted(result.files)[:3]
-    (True, ['README.txt', 'compose.yaml', 'courselab-engine.def'])
+    >>> result.plan.fits, sorted(result.files)[:4]
+    (True, ['README.txt', 'compose.yaml', 'courselab-engine.def', 'courselab-engine.service'])
     >>> write(result, Path(d.output_dir))
 """
 
@@ -86,11 +90,12 @@ def render(d: Deployment) -> Rendered:
         files.update(triton.model_repository(p, model_path=run.model_path, name=run.name))
     if run.build:
         files[compose.DOCKERFILE] = compose.dockerfile(run)
-    files["compose.yaml"] = compose.compose_yaml(run, install_dir=install)
+    gateway = nginx.GatewayPaths.of(used, install_dir=Path(install))
+    files["compose.yaml"] = compose.compose_yaml(run, install_dir=install, d=used, paths=gateway)
     files[systemd.UNIT] = systemd.unit(run, install_dir=install)
+    files[systemd.GATEWAY_UNIT] = systemd.gateway_unit(used, paths=gateway)
     files[hpc.DEFINITION] = hpc.definition(run)
     files[hpc.BATCH] = hpc.batch_script(run, used)
-    gateway = nginx.GatewayPaths.of(used, install_dir=Path(install))
     files[nginx.CONF] = nginx.nginx_conf(used, paths=gateway, engine_kind=run.kind)
     files[nginx.JS] = nginx.gateway_js()
     files["README.txt"] = readme.readme(sorted(files), run=run, p=p, d=used)

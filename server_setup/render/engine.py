@@ -6,6 +6,11 @@ same vLLM engine). vLLM's engine arguments are built once (:func:`vllm_engine_ar
 both ``vllm serve`` flags and Triton's ``model.json``. The flags used are listed in
 docs/facts.md#vllm-serve-flags and #llamacpp-server-flags.
 
+vLLM and llama-cpp-python's server require the engine's key (``key_file``: the state dir's
+``keys/engine.env``, loaded into their environment, never on the command line). Triton has
+no such option to take from a file: its ``--http-restricted-api`` key would sit in its
+command line, readable by every local user (docs/facts.md#engine-key).
+
 Example::
 
     >>> d = load(None, overrides={"model": "wizard-vicuna-13b", "dtype": "awq",
@@ -20,10 +25,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from courselib.errors import CourseError
+from server_setup.gateway.nginx import GatewayPaths
 from server_setup.plan import Plan
 from server_setup.settings import Deployment
 
@@ -68,6 +74,8 @@ class EngineRun:
     env: dict[str, str] = field(default_factory=dict)
     build: tuple[str, ...] = ()
     """Shell commands that install the engine on ``image`` (empty: the image ships it)."""
+    key_file: str = ""
+    """The host's env file with the engine's API key ('': the engine takes none, Triton)."""
 
 
 def choose_engine(p: Plan, d: Deployment) -> EngineKind:
@@ -126,6 +134,7 @@ def engine_run(p: Plan, d: Deployment) -> EngineRun:
     install = PurePosixPath(d.resolved_install_dir())
     venv_bin = PurePosixPath(d.venv) / "bin"
     port = str(d.engine_port)
+    key_file = str(GatewayPaths.of(d, install_dir=Path(install)).engine_env)
     if kind == "vllm":
         args = vllm_engine_args(p, model_path=model_path, name=name)
         del args["model"]  # vllm serve takes it as the positional model tag
@@ -142,6 +151,7 @@ def engine_run(p: Plan, d: Deployment) -> EngineRun:
             name=name,
             files=(CHAT_TEMPLATE,),
             env=dict(OFFLINE_ENV),
+            key_file=key_file,
         )
     if kind == "triton":
         # getopt-style --flag=value, as Triton documents them; gRPC and metrics are off so
@@ -188,4 +198,5 @@ def engine_run(p: Plan, d: Deployment) -> EngineRun:
             "rm -rf /var/lib/apt/lists/*",
             f"pip install --no-cache-dir 'llama-cpp-python[server]=={d.llama_cpp_version}'",
         ),
+        key_file=key_file,
     )

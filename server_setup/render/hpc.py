@@ -4,7 +4,9 @@ Clusters run containers with Apptainer (formerly Singularity), not Docker. The d
 starts from the same image compose uses (vLLM's or Triton's; the llama.cpp one is built on the
 base image), and the batch script runs the same engine command inside it with ``--nv`` (the
 host's NVIDIA driver) and the model bound read-only. The engine listens on the compute node's
-loopback: reach it with an SSH tunnel through the login node.
+loopback: reach it with an SSH tunnel through the login node. Its API key comes from the
+state dir's ``keys/engine.env`` (``--env-file``): other users of a shared compute node reach
+its loopback port too, so a request needs ``Authorization: Bearer`` that key.
 
 Example (vLLM on 2 GPUs, abridged)::
 
@@ -56,6 +58,8 @@ def batch_script(run: EngineRun, d: Deployment) -> str:
         apptainer.append("--nv")
     # --cleanenv: the job's environment (a user's PYTHONPATH, HF_HOME ...) stays outside
     apptainer.append("--cleanenv")
+    if run.key_file:
+        apptainer += ["--env-file", run.key_file]  # the key, not in the command line
     for bind in binds:
         apptainer += ["--bind", bind]
     apptainer.append(str(install / IMAGE))
