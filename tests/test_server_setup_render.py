@@ -7,7 +7,7 @@ courselib's Vicuna renderer), llama-cpp-python's own server argument parser, bas
 systemd-analyze verify (and its offline security score for the gateway), and nginx -t (plain
 and with TLS, on a self-signed certificate made here). vLLM's own parser checks the vLLM
 command when COURSELAB_VLLM_PYTHON names a Python with vllm installed (a separate venv: vllm
-is too big for the course's). Docker is not needed: compose.yaml is checked as YAML, down to
+is too big for the course's); test_server_setup_vllm.py then serves course-chat with it. Docker is not needed: compose.yaml is checked as YAML, down to
 every path the gateway's nginx.conf names being mounted in its container.
 """
 
