@@ -28,7 +28,7 @@ from courselib import settings
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.backends.stops import StopFilter
 from courselib.chat.template import resolve_template
-from courselib.errors import CourseError, require, require_bitsandbytes
+from courselib.errors import CourseError, require, require_4bit
 from courselib.legacy import legacy_notes, modern_llama_config
 
 if TYPE_CHECKING:
@@ -263,12 +263,10 @@ def _token_streamer(transformers):
 
 def _nf4_kwargs(torch, transformers, *, cuda: bool) -> dict:
     """from_pretrained arguments for 4-bit NF4 with double quantisation (QLoRA's settings)."""
-    if not cuda and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        raise CourseError(
-            "4-bit NF4 needs a CUDA GPU or an x86-64 CPU with AVX2; this machine has neither.",
-            hint="Use dtype='fp16' or 'fp32', or the llama.cpp backend with a Q4 GGUF.",
-        )
-    require_bitsandbytes()  # before transformers imports it: no kernel-hub warning
+    # imported before transformers imports it: no kernel-hub warning
+    require_4bit(
+        cuda=cuda, instead="Use dtype='fp16' or 'fp32', or the llama.cpp backend with a Q4 GGUF."
+    )
     quant = transformers.BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import re
+import time
 import warnings
 from typing import Any
 
@@ -224,63 +225,73 @@ def train_step(
     lora_rank: int = 8,
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj"),
     lora_dropout: float = 0.05,
+    grad_accum: int = 1,
+    precision: str = "fp32",
+    autocast: bool = False,
     steps: int = 2,
     threads: int = 2,
     malloc_cache: bool = False,
-) -> dict[str, int]:
-    """Peak RSS of training step ``steps`` (AdamW, lr 1e-4) for full / lora / qlora, fp32.
+) -> dict[str, float]:
+    """Peak RSS and time of optimizer step ``steps`` (AdamW, lr 1e-4) for full / lora / qlora.
 
-    QLoRA follows the qlora recipe on CPU: NF4 + double quantisation, fp32 compute,
-    ``prepare_model_for_kbit_training`` (which turns on gradient checkpointing when asked).
-    Returns ``peak`` (bytes above the RSS after the imports), ``after_load``, ``trainable``.
+    The model comes from :func:`courselib.finetune.methods.load_for_training` (what Lab 04
+    trains), on the CPU, weights at ``precision`` (QLoRA: NF4 + double quantisation computed
+    in it). Each optimizer step runs ``grad_accum`` forward and backward passes of ``batch``
+    sequences of ``seq_len`` random tokens; ``autocast`` runs the forward passes in bf16
+    autocast (what Trainer's ``bf16=True`` does). LoRA's alpha is 2 x its rank.
+    Returns ``peak`` (bytes above the RSS after the imports), ``after_load``, ``trainable``
+    and ``seconds_per_step`` (wall time of the last optimizer step; the first one also
+    allocates the optimizer's states).
     """
+    from courselib.finetune.methods import load_for_training
+    from courselib.finetune.presets import LoraSettings
+    from courselib.finetune.quiet import import_bitsandbytes_quietly
+
     if not malloc_cache:
         free_memory_eagerly()
-    torch, transformers = _import_model_class(model_dir, quantized=method == "qlora")
+    torch, _ = _import_model_class(model_dir, quantized=method == "qlora")
+    # load_for_training and peft import bitsandbytes whenever it is installed: its code (tens
+    # of MB of RSS) and peft's belong to the baseline, not to the model
+    import_bitsandbytes_quietly()
     if method != "full":
-        import peft
+        import peft  # noqa: F401
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
     base = rss_bytes()
-    precision = "nf4-dq" if method == "qlora" else "fp32"
-    kwargs = load_kwargs(precision, other_dtype="fp32")
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    if method == "qlora":
-        model = peft.prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing
-        )
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        if method == "lora":
-            model.enable_input_require_grads()  # checkpointed blocks need a grad-tracking input
-    if method in ("lora", "qlora"):
-        lora = peft.LoraConfig(
-            r=lora_rank,
-            lora_alpha=2 * lora_rank,
-            target_modules=list(lora_targets),
-            lora_dropout=lora_dropout,
-            task_type="CAUSAL_LM",
-        )
-        model = peft.get_peft_model(model, lora)
+    lora = LoraSettings(
+        r=lora_rank, alpha=2 * lora_rank, dropout=lora_dropout, target_modules=tuple(lora_targets)
+    )
+    model = load_for_training(
+        model_dir,
+        method=method,
+        lora=lora,
+        gradient_checkpointing=gradient_checkpointing,
+        precision=precision,
+        device="cpu",
+    )
     materialize(model)
-    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
+    torch.manual_seed(0)
     ids = torch.randint(3, model.config.vocab_size, (batch, seq_len))
     after_load = rss_bytes() - base
-    peak = 0
+    peak, seconds = 0, 0.0
     for _ in range(steps):  # the last step has optimizer states, as every later one does
         reset_peak()
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
+        start = time.perf_counter()
+        for _ in range(grad_accum):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(input_ids=ids, labels=ids).loss / grad_accum
+            loss.backward()
+            del loss
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        del loss
+        seconds = time.perf_counter() - start
         peak = peak_rss_bytes() - base
     return {
         "peak": peak,
         "after_load": after_load,
         "trainable": sum(p.numel() for p in params),
+        "seconds_per_step": seconds,
     }
 
 
