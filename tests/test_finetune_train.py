@@ -75,6 +75,20 @@ def test_the_progress_bar_shows_the_loss_and_nothing_else_is_written(chat, examp
     assert "loss=" in err
 
 
+def test_in_a_notebook_too_the_bar_is_the_only_progress(chat, examples, monkeypatch):
+    import transformers
+
+    shown = []
+
+    class NotebookTable(transformers.TrainerCallback):  # Trainer's choice inside Jupyter
+        def on_log(self, *args, **kwargs):
+            shown.append(kwargs.get("logs"))
+
+    monkeypatch.setattr(transformers.trainer, "DEFAULT_PROGRESS_CALLBACK", NotebookTable)
+    run(load_for_training(chat, method="lora"), chat, examples, steps=2)
+    assert shown == []
+
+
 def test_full_finetuning_trains_every_weight(chat, examples):
     model = load_for_training(chat, method="full")
     before, loss_before = snapshot(model), loss_on(model, examples)
@@ -141,9 +155,12 @@ def test_without_4bit_the_error_says_lora_works(chat, monkeypatch):
         load_for_training(chat, method="qlora")
 
 
-def test_unknown_method_and_no_examples(chat):
+def test_unknown_method_no_checkpoint_and_no_examples(chat):
     with pytest.raises(CourseError, match="Unknown method 'dora'"):
         load_for_training(chat, method="dora")
+    # a name is not looked up on the Hub: course models are folders (hf_dir)
+    with pytest.raises(CourseError, match="not a Hugging Face checkpoint folder"):
+        load_for_training("course-chat", method="lora")
     with pytest.raises(CourseError, match="No training examples"):
         finetune(None, None, [])
 

@@ -231,8 +231,11 @@ def _json_type(value: Any) -> str:
 
 def load_tokenizer(model_dir: str | os.PathLike[str]):
     """The checkpoint's tokenizer (transformers ``AutoTokenizer``), read from its folder."""
+    from courselib.finetune.methods import require_checkpoint
+
     transformers = require("transformers", extra="models")
-    return transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    path = require_checkpoint(model_dir)
+    return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 def encode(

@@ -74,7 +74,9 @@ def load_adapter(
     with quiet():
         transformers = require("transformers", extra="models")
         peft = require("peft", extra="train")
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(base), dtype=dtype, local_files_only=True
+        )
         model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
     return model.eval()
 

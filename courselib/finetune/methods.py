@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 from courselib.errors import CourseError, require, require_4bit
@@ -57,11 +58,12 @@ def load_for_training(
         raise CourseError(f"Unknown method {method!r}.", hint="Use 'full', 'lora' or 'qlora'.")
     if precision not in ("fp32", "bf16"):
         raise CourseError(f"Unknown precision {precision!r}.", hint="Use 'fp32' or 'bf16'.")
+    require_checkpoint(model_dir)
     torch = require("torch", extra="models")
     with quiet():
         transformers = require("transformers", extra="models")
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-        kwargs: dict = {"dtype": dtype}
+        kwargs: dict = {"dtype": dtype, "local_files_only": True}  # never the Hub
         if method == "qlora":
             cuda = device == "auto" and torch.cuda.is_available()
             require_4bit(
@@ -96,6 +98,19 @@ def load_for_training(
         model = peft.get_peft_model(model, (lora or PRESETS["alpaca-lora"]).peft_config())
     model.train()
     return model
+
+
+def require_checkpoint(model_dir: str | os.PathLike[str]) -> Path:
+    """``model_dir`` as a Path, or a CourseError if it is not a checkpoint folder (transformers
+    would take a missing folder's name for a Hub model and try to download it)."""
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise CourseError(
+            f"{path} is not a Hugging Face checkpoint folder (no config.json in it).",
+            hint="Pass the folder of a checkpoint, e.g. hf_dir('course-chat') from "
+            "courselib.models.",
+        )
+    return path
 
 
 def keep_trainable_layout(model) -> None:

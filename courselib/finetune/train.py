@@ -130,10 +130,15 @@ def finetune(
             data_collator=functools.partial(collate, pad_id=pad_id),
             callbacks=[_history_callback(transformers, history, on_log)],
         )
-        # Trainer prints every log as a dict (PrinterCallback, or ProgressCallback's write):
-        # the loss goes to the bar's postfix and to on_log instead.
-        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
-        trainer.remove_callback(transformers.trainer_callback.ProgressCallback)
+        # Trainer prints every log as a dict (PrinterCallback, or ProgressCallback's write),
+        # or in a notebook adds a row per log to an HTML table (NotebookProgressCallback):
+        # the loss goes to one tqdm bar's postfix and to on_log instead.
+        for shown in (
+            transformers.trainer_callback.PrinterCallback,
+            transformers.trainer_callback.ProgressCallback,
+            transformers.trainer.DEFAULT_PROGRESS_CALLBACK,
+        ):
+            trainer.remove_callback(shown)
         if progress:
             trainer.add_callback(_loss_bar(transformers)())
         start = time.perf_counter()
