@@ -7,10 +7,14 @@ stops it afterwards.
 1. Load: 30 students at once, each with its own key, short course-chat questions
    (max_tokens 16, every 2nd request streamed), rate limit high enough that nobody is
    throttled. The same load goes to the gateway and straight to the engine (with the
-   engine's own key, which the gateway sends for the students), taking turns
-   round by round: sent / answered / lost, p50 / p95 latency (ms, from send to the whole
-   answer), time to first token of streamed replies. The engine answers one request at a time,
-   so a student's latency is mostly the queue of the other 29.
+   engine's own key, which the gateway sends for the students), taking turns round by round
+   (each path first in half the rounds, after one unmeasured round each): sent / answered /
+   lost, p50 / p95 latency (ms, from send to the whole answer), time to first token of
+   streamed replies. The engine answers one request at a time, so a student's latency is
+   mostly the queue of the other 29. The ratios are medians of per-round ratios, with their
+   range: the clients, the engine and nginx share this machine's CPU with whatever else runs
+   on it (printed: its CPU use during part 1), and a round that slows moves that round's p95
+   by more than the gateway does.
 2. Rate limit: the same class against a gateway allowing 60 requests a minute with no burst:
    429s with Retry-After, counted by the clients and in the gateway's log (the two must agree),
    each retried after Retry-After, nothing lost.
@@ -25,7 +29,10 @@ Run: ``python bench/run.py --only server [--quick]``.
 
 from __future__ import annotations
 
+import os
 import statistics
+import time
+from pathlib import Path
 
 from server_setup.dryrun import temporary_deployment
 from server_setup.gateway import usage
@@ -44,22 +51,26 @@ GOAL = 1.05  # the gateway may add at most 5% to a request's latency
 
 def main(args) -> None:
     quick = getattr(args, "quick", False)
-    rounds, requests_each = (1, 2) if quick else (3, 4)
+    rounds, requests_each = (2, 2) if quick else (4, 4)
     short_rounds, long_rounds = (15, 6) if quick else (60, 30)
 
     # 6000 a minute with bursts of 100 per student: the load (and part 3's single client)
     # never meets the limit, so part 1 measures the engine and the gateway, not throttling
     with temporary_deployment(students=STUDENTS, rate_per_minute=6000, rate_burst=100) as server:
+        targets = {
+            "gateway": (server.url, server.keys),
+            "direct": (server.engine_url, server.engine_keys),  # the engine wants its own key
+        }
+        for url, keys in targets.values():  # unmeasured: the first round after up is slower
+            load_test(url, keys, requests_each=1)
         runs: dict[str, list[LoadResult]] = {"gateway": [], "direct": []}
+        nginx = [server.running.gateway_pid, *_children(server.running.gateway_pid)]
+        before = _cpu_now([server.running.engine_pid, *nginx])
         for i in range(rounds):  # take turns, so the machine's drift hits both alike
             order = ("gateway", "direct") if i % 2 == 0 else ("direct", "gateway")
             for path in order:
-                url, keys = (
-                    (server.url, server.keys)
-                    if path == "gateway"
-                    else (server.engine_url, server.engine_keys)  # the engine wants its own key
-                )
-                runs[path].append(load_test(url, keys, requests_each=requests_each))
+                runs[path].append(load_test(*targets[path], requests_each=requests_each))
+        cpu = _cpu_used(before, _cpu_now([server.running.engine_pid, *nginx]), nginx)
         merged = {path: _merge(results) for path, results in runs.items()}
         rows = [(path, r.summary()) for path, r in merged.items()]
         print(
@@ -67,17 +78,32 @@ def main(args) -> None:
             f"every 2nd streamed), {rounds} round(s) per path, taking turns"
         )
         print(summary_table(rows))
-        g, d = rows[0][1], rows[1][1]
-        p50 = statistics.median(
-            a.summary()["p50_ms"] / b.summary()["p50_ms"]
-            for a, b in zip(runs["gateway"], runs["direct"], strict=True)
+        ratios = {
+            name: sorted(
+                a.summary()[key] / b.summary()[key]
+                for a, b in zip(runs["gateway"], runs["direct"], strict=True)
+            )
+            for name, key in (("p50", "p50_ms"), ("p95", "p95_ms"))
+        }
+        print(
+            "gateway / direct, median of the rounds' ratios (their range): "
+            + ", ".join(
+                f"{name} {statistics.median(r):.3f} ({r[0]:.2f}-{r[-1]:.2f})"
+                for name, r in ratios.items()
+            )
         )
         print(
-            f"gateway / direct: p50 {p50:.3f} (median of rounds), p95 "
-            f"{g['p95_ms'] / d['p95_ms']:.3f}: under load a request waits for the ones the "
-            "engine takes before it (one at a time), so these compare queues; part 3 "
-            "measures the gateway's own cost"
+            "under load a request waits for the ones the engine takes before it (one at a "
+            "time), so these compare queues; on this machine the gateway's CPU also comes "
+            "out of the cores the engine and the clients use; part 3 measures its own cost"
         )
+        if cpu:
+            sent = sum(r.summary()["sent"] for r in runs["gateway"])
+            print(
+                f"CPU during part 1 ({cpu['wall_s']:.0f} s): other processes on this machine "
+                f"used {cpu['others_cores']:.2f} of its {os.cpu_count()} cores on average; "
+                f"nginx {cpu['nginx_s'] / sent * 1000:.2f} ms per gateway request"
+            )
         _print_losses(merged)
         short = overhead(
             server.url,
@@ -130,6 +156,50 @@ def main(args) -> None:
             f"{name}: the gateway adds {o.added_ms:.2f} ms to {o.direct_ms:.1f} ms "
             f"({(o.ratio - 1) * 100:+.1f}%): {verdict} the <= {(GOAL - 1) * 100:.0f}% goal"
         )
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (nginx's workers), from /proc; none elsewhere."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(entry.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _cpu_now(pids: list[int]) -> dict | None:
+    """CPU seconds so far: the machine's busy time (all cores), each pid's, this process's;
+    None without Linux's /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0]
+        fields = [int(v) for v in first.split()[1:]]
+        per_pid = {}
+        for pid in pids:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            per_pid[pid] = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / tick
+    return {"t": time.perf_counter(), "busy": busy, "pids": per_pid, "self": time.process_time()}
+
+
+def _cpu_used(before: dict | None, after: dict | None, nginx: list[int]) -> dict | None:
+    """Between two :func:`_cpu_now`: the other processes' average cores, nginx's CPU seconds."""
+    if not before or not after:
+        return None
+    wall = after["t"] - before["t"]
+    mine = sum(after["pids"][p] - before["pids"][p] for p in before["pids"])
+    mine += after["self"] - before["self"]
+    return {
+        "wall_s": wall,
+        "others_cores": max(after["busy"] - before["busy"] - mine, 0.0) / wall,
+        "nginx_s": sum(after["pids"][p] - before["pids"][p] for p in nginx),
+    }
 
 
 def _merge(results: list[LoadResult]) -> LoadResult:

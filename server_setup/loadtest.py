@@ -1,7 +1,8 @@
 """``loadtest``: simulated students on a running class server, and the gateway's own cost.
 
 :func:`load_test` runs one thread per student, each with its own key and keep-alive
-connection, as a class does: all start together, each sends ``requests_each`` short chat
+connection (every reply, streamed or not, is read to its end, so the connection is reused),
+as a class does: all start together, each sends ``requests_each`` short chat
 requests (every ``stream_every``-th streamed, as the ChatUI does) with a think time between
 them. A 429 is counted and retried after its ``Retry-After``, as a well-behaved client does
 (courselib's remote backend). Nothing may be lost: every request ends answered (HTTP 200, and a
@@ -144,7 +145,8 @@ def _send(
         if r.status_code != 200:
             r.read()
             return r.status_code, None, 0, False, r.headers.get("Retry-After")
-        for choice in stream_choices(r.iter_lines()):
+        lines = r.iter_lines()
+        for choice in stream_choices(lines):
             if choice is None:
                 done = True
                 break
@@ -152,6 +154,11 @@ def _send(
                 tokens += 1  # llama-cpp-python streams one token per chunk
                 ttft = ttft if ttft is not None else time.perf_counter() - start
             finish = choice.get("finish_reason") or finish
+        # read the reply to its end (after [DONE], the chunked body's last chunk), as the
+        # openai client does: httpx closes a connection whose response was left unread, so
+        # stopping at [DONE] made every streamed request cost the student a new connection
+        for _ in lines:
+            pass
     return 200, ttft, tokens, bool(finish and done), None
 
 

@@ -7,7 +7,10 @@ cores); nginx missing FAILS with how to install it (make sysdeps), as in test_ga
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
+import threading
 from pathlib import Path
 
 import httpx
@@ -15,7 +18,7 @@ import pytest
 from test_gateway import _require_nginx
 
 from server_setup.dryrun import dry_run, temporary_deployment
-from server_setup.loadtest import LoadResult, Outcome, percentile, summary_table
+from server_setup.loadtest import LoadResult, Outcome, load_test, percentile, summary_table
 
 
 def _left(groups: set[int]) -> list[int]:
@@ -113,3 +116,60 @@ def test_the_summary_counts_429s_retries_and_losses():
 )
 def test_percentile_is_linear_between_ranks(values, q, expected):
     assert percentile(values, q) == pytest.approx(expected)
+
+
+class _FakeEngine(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-ish chat endpoint on HTTP/1.1 keep-alive: JSON, or SSE in chunks ending with
+    data: [DONE] and the chunked body's last chunk (as uvicorn and nginx send it); counts the
+    connections it was asked on."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list[int] = []
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if not body["stream"]:
+            reply = json.dumps({
+                "choices": [{"message": {"content": "Paris"}, "finish_reason": "stop"}],
+                "usage": {"completion_tokens": 1},
+            }).encode()  # fmt: skip
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for choice in ({"delta": {"content": "Paris"}}, {"delta": {}, "finish_reason": "stop"}):
+            event = f"data: {json.dumps({'choices': [choice]})}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(b"data: [DONE]\n\n"), b"data: [DONE]\n\n"))
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def test_each_student_keeps_one_connection_for_all_its_requests():
+    _FakeEngine.connections = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeEngine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        result = load_test(url, {"s001": "k1", "s002": "k2"}, requests_each=4, stream_every=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    s = result.summary()
+    assert (s["sent"], s["answered"]) == (8, 8) and result.losses() == {}
+    # a streamed reply read only up to its [DONE] left the connection unfinished: httpx
+    # closed it and the student's next request opened a new one (4 connections, not 2)
+    assert len(_FakeEngine.connections) == 2

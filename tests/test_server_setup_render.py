@@ -648,4 +648,9 @@ def test_the_gateway_config_passes_nginx_own_check(case, burst, tls, tmp_path):
     assert f"ExecStartPre={shlex.join(paths.argv(d.nginx, '-t', '-q'))}" in result.files[GATEWAY]
     limit = "limit_req zone=students burst=10 nodelay;" if burst else "limit_req zone=students;"
     assert limit in conf
+    # connections to the engine are kept for a class sending at once (8 made 30 students
+    # reconnect), and closed by nginx before the engine's own 5 s idle limit
+    upstream = conf[conf.index("upstream engine {") :].split("}", 1)[0]
+    assert "keepalive 64;" in upstream and "keepalive_timeout 4s;" in upstream
+    assert '"connect_s": "$upstream_connect_time"' in conf
     assert ("location /v2/models/" in conf) == (case == "triton")
