@@ -1,4 +1,4 @@
-"""What the labs' test cells use so that an answer is the student's own (Labs 01-03).
+"""What the labs' test cells use so that an answer is the student's own (Labs 01-04).
 
 Several graded exercises ask for a formula the course library also implements (Lab 03's
 ``llama_params`` is :func:`courselib.memory.count_params`, Lab 01's ``vicuna_prompt`` is
@@ -53,6 +53,12 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "lab02": (),  # its answers (a request body, a stream parser, medians, a choice) have no
     # library twin: the guard is there so that every lab's test cells read alike
     "lab03": _MEMORY,
+    "lab04": (
+        "courselib.memory.training:lora_params",  # LoRA's trainable parameters
+        "courselib.memory.params:count_params",
+        "courselib.finetune.methods:trainable_parameters",
+        "courselib.models.train:encode_dialogue",  # the labels that mask the prompt
+    ),
 }
 """Per lab, the library functions ("module:qualname") that compute its graded answers."""
 

@@ -286,3 +286,25 @@ def collate(examples: Sequence[dict[str, list[int]]], *, pad_id: int) -> dict[st
         "labels": torch.tensor(labels),
         "attention_mask": torch.tensor(mask),
     }
+
+
+def answer_spans(labels: Sequence[int]) -> list[tuple[int, int]]:
+    """The half-open (start, end) runs of positions whose label counts in the loss (not -100).
+
+    Lab 04 checks the student's ``loss_labels`` with it: ``encode``'s labels, turned into
+    spans, must come back from the student's function unchanged. Example::
+
+        >>> answer_spans([-100, -100, 7, 2, -100, 9, 2])
+        [(2, 4), (5, 7)]
+    """
+    from courselib.models.train import IGNORE
+
+    spans: list[tuple[int, int]] = []
+    start = None
+    for i, label in enumerate([*labels, IGNORE]):  # the sentinel closes a run at the end
+        if label != IGNORE and start is None:
+            start = i
+        elif label == IGNORE and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans

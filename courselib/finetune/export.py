@@ -23,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -151,7 +153,15 @@ def export_gguf(
         f32 = convert_hf_to_gguf(
             merged_dir, Path(tmp) / "F32.gguf", out_type="F32", name=name, progress=progress
         )
-        return quantize_gguf(f32, out_path, quant=quant, threads=threads)
+        # llama-cpp-python logs the quantizer's progress through Python's sys.stderr (its log
+        # callback): a screenful of red in a notebook. Kept here, shown only if it fails.
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(log):
+                return quantize_gguf(f32, out_path, quant=quant, threads=threads)
+        except CourseError as e:
+            tail = "\n".join(log.getvalue().strip().splitlines()[-5:])
+            raise CourseError(f"{e.message}\n{tail}".rstrip(), hint=e.hint) from None
 
 
 def _require_adapter(model) -> None:
