@@ -171,6 +171,10 @@ def _settings_text() -> str:
         '# SERVER_URL = "https://llm.example.edu/v1"   with run_after_last_test = true)',
         '# API_KEY = "sk-course-grader"',
         '# MODEL = "wizard-vicuna-13b"',
+        "# [parameters.lab04_finetune]   (likewise: its graded cells come before any training)",
+        "# TRAIN_STEPS = 40",
+        "# QLORA_STEPS = 0",
+        '# MEASURE_MODEL = "course-chat"',
         "",
     ]
     return "\n".join(lines)

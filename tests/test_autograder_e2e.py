@@ -258,10 +258,11 @@ def test_on_a_local_dask_cluster_every_submission_gets_its_expected_score(tmp_pa
         assert db.execute("SELECT count(*) FROM autograder_results").fetchone()[0] == 4
 
 
-def test_lab02_grades_its_sample_class_without_a_server(tmp_path):
-    # Lab 02's test cells come before its live parts (its own server, the class server), and
-    # grading stops after the last test cell: no server runs while a class is graded.
-    lab = "lab02_class_server"
+@pytest.mark.parametrize("lab", ["lab02_class_server", "lab04_finetune"])
+def test_labs_with_live_parts_grade_their_sample_class_quickly(tmp_path, lab):
+    # Lab 02's test cells come before its live parts (its own server, the class server), Lab
+    # 04's before its fine-tunes; grading stops after the last test cell: no server runs and
+    # nothing trains while a class is graded.
     course = setup(tmp_path / "course", labs_dir=LABS_DIR, assignments=[lab])
     variants = ["correct", "partly-correct", "wrong", "tampered-test", "removed-parameters-tag"]
     expected = make_sample_class(course, lab, tmp_path / "class", memory_mb=768, variants=variants)
