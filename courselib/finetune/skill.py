@@ -251,11 +251,15 @@ def training_examples(
     path: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, list[int]]]:
     """The encoded skill dialogues plus the replayed course dialogues (``recipe.replay``)."""
+    if not 0 <= recipe.replay < 1:
+        raise CourseError(
+            f"replay={recipe.replay} is not a share of the examples.",
+            hint="Use a number from 0 (no course dialogues) up to, not including, 1.",
+        )
     skill = train_dialogues(path)
-    n_replay = round(len(skill) * recipe.replay / (1 - recipe.replay)) if recipe.replay else 0
-    return encode(tokenizer, skill, system=recipe.system) + encode(
-        tokenizer, replay_dialogues(n_replay, seed=seed)
-    )
+    n_replay = round(len(skill) * recipe.replay / (1 - recipe.replay))  # replay / all = share
+    replay = replay_dialogues(n_replay, seed=seed)
+    return encode(tokenizer, skill + replay, system=recipe.system)
 
 
 def finetune_skill(
