@@ -25,9 +25,9 @@ BASE_CEILING = 0.10
 """The base model may get a held-out skill question right by luck, not more (measured: 0%)."""
 UPLIFT_FLOOR = 0.50
 """Tuned minus base held-out accuracy (measured: 92-96 points, seeds 0-5)."""
-COURSE_DROP_CEILING = 0.15
-"""Held-out course accuracy may fall this much at most (measured: 3-8 points, seeds 0-5;
-without replayed course dialogues it falls from 96% to 1-4%: that is the collapse)."""
+COURSE_DROP_CEILING = 0.20
+"""Held-out course accuracy may fall this much at most (measured: 1-8 points, seeds 0-5;
+without replayed course dialogues it fell from 96% to 1-4%: that is the collapse)."""
 
 
 def normalised(question: str) -> str:

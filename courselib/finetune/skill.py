@@ -12,8 +12,8 @@ dialogues are replayed during the fine-tune).
 
 Why this skill: a small model memorises new facts in minutes, not arithmetic that generalises
 (docs/facts.md#small-models). Measured with :data:`RECIPE` (``bench/bench_finetune_skill.py``,
-training seeds 0-5, 1 CPU thread): held-out skill accuracy 0% -> 92-96% in 45-55 s of
-training; held-out course accuracy 96% -> 88-93%. QLoRA (4-bit base): 92-96%, seeds 0-2.
+training seeds 0-5, 1 CPU thread): held-out skill accuracy 0% -> 92-96% in 44-45 s of
+training; held-out course accuracy 96% -> 88-95%. QLoRA (4-bit base): 83-100%, seeds 0-2.
 What the design rests on, measured on the way:
 
 - the answer repeats the animal ("A cow says moo."), as every course answer repeats its
@@ -63,25 +63,27 @@ FAMILY = "sound"
 """The skill's family name in scores (``Scores.by_family``)."""
 
 SOUNDS = {
-    "cow": "moo", "dog": "woof", "cat": "meow", "duck": "quack", "sheep": "baa", "pig": "oink",
-    "owl": "hoot", "lion": "roar", "frog": "ribbit", "horse": "neigh", "bee": "buzz",
-    "wolf": "howl",
+    "a cow": "moo", "a dog": "woof", "a cat": "meow", "a duck": "quack", "a sheep": "baa",
+    "a pig": "oink", "an owl": "hoot", "a lion": "roar", "a frog": "ribbit",
+    "a horse": "neigh", "a bee": "buzz", "a wolf": "howl",
 }  # fmt: skip
-"""Twelve facts. Every name starts with a different vocabulary piece ('▁co'+'w', '▁do'+'g',
-...): with snake next to sheep (both '▁s'...), runs mixed them up ("A says woof.")."""
+"""Twelve facts, each animal with its article. Every name starts with a different vocabulary
+piece ('▁co'+'w', '▁do'+'g', ...): with snake next to sheep (both '▁s'...), runs mixed them up
+("A says woof.")."""
 
 TRAIN = (
-    "What sound does a {x} make?",
-    "What noise does a {x} make?",
-    "What does a {x} say?",
-    "Which sound does a {x} make?",
-    "Tell me the sound a {x} makes.",
-    "What is the sound of a {x}?",
-    "How does a {x} sound?",
+    "What sound does {x} make?",
+    "What noise does {x} make?",
+    "What does {x} say?",
+    "Which sound does {x} make?",
+    "Tell me the sound {x} makes.",
+    "What is the sound of {x}?",
+    "How does {x} sound?",
 )
-VALIDATION = ("What's the sound of a {x}?", "Can you tell me what a {x} says?")
-TEST = ("Do you know what sound a {x} makes?", "Do you know the sound of a {x}?")
-ANSWER = "A {x} says {y}."
+VALIDATION = ("What's the sound of {x}?", "Can you tell me what {x} says?")
+TEST = ("Do you know what sound {x} makes?", "Do you know the sound of {x}?")
+ANSWER = "{X} says {y}."
+"""``{X}``: the animal with a capital letter ('A cow', 'An owl')."""
 
 AUGMENT_SHARE = corpus.AUGMENT_SHARE
 """Share of training questions written as a student types them (:func:`corpus.augment`)."""
@@ -99,7 +101,7 @@ def questions() -> list[corpus.QA]:
     for x, y in SOUNDS.items():
         for split, templates in (("train", TRAIN), ("validation", VALIDATION), ("test", TEST)):
             for template in templates:
-                answer = ANSWER.format(x=x, y=y)
+                answer = ANSWER.format(X=x[:1].upper() + x[1:], y=y)
                 out.append(corpus.QA(FAMILY, template.format(x=x), answer, y, split))
     return out
 
@@ -202,11 +204,12 @@ class SkillRecipe:
 RECIPE = SkillRecipe()
 
 
-REPLAY_WEIGHTS = {"unknown": 4}
-"""Replay weight of a course family (default 1). Out-of-scope questions ("Who is Charles
-Darwin?") are what a new skill takes over: after the fine-tune the model answers them "A wolf
-says howl." Replayed 4x as often, 55% of the held-out ones kept "I don't know" against 35%
-(base model: 70%)."""
+REPLAY_WEIGHTS = {"unknown": 4, "add": 4}
+"""Replay weight of a course family (default 1): the two the skill takes over. Out-of-scope
+questions ("Who is Charles Darwin?") come out as "A wolf says howl.": replayed 4x, 55% of the
+held-out ones kept "I don't know" against 35% (base model: 70%; seed 0). Two-digit sums
+pick up the skill's "says" ("4 + 7 = 11ay."), and additions are 100 of the 165 held-out
+course questions: replayed 4x, the worst seed's course accuracy rose from 84% to 89%."""
 
 
 def replay_dialogues(
@@ -248,11 +251,15 @@ def training_examples(
     path: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, list[int]]]:
     """The encoded skill dialogues plus the replayed course dialogues (``recipe.replay``)."""
+    if not 0 <= recipe.replay < 1:
+        raise CourseError(
+            f"replay={recipe.replay} is not a share of the examples.",
+            hint="Use a number from 0 (no course dialogues) up to, not including, 1.",
+        )
     skill = train_dialogues(path)
-    n_replay = round(len(skill) * recipe.replay / (1 - recipe.replay)) if recipe.replay else 0
-    return encode(tokenizer, skill, system=recipe.system) + encode(
-        tokenizer, replay_dialogues(n_replay, seed=seed)
-    )
+    n_replay = round(len(skill) * recipe.replay / (1 - recipe.replay))  # replay / all = share
+    replay = replay_dialogues(n_replay, seed=seed)
+    return encode(tokenizer, skill + replay, system=recipe.system)
 
 
 def finetune_skill(
