@@ -172,8 +172,13 @@ def test_a_solution_that_calls_the_library_scores_nothing(nb) -> None:
 
 
 @pytest.mark.slow
-def test_solution_notebook_runs_end_to_end(run_notebook, course_hf, course_gguf) -> None:
+def test_solution_notebook_runs_end_to_end(
+    run_notebook, course_hf, course_gguf, monkeypatch
+) -> None:
     course_hf("course-chat")  # built before the clock of the run starts
+    # one torch thread in the kernel: with two, a training step waits for a core that any
+    # other process on a 2-core machine takes (10-20x slower per step when one is busy)
+    monkeypatch.setenv("COURSELAB_THREADS", "1")
     params = {
         "TRAIN_STEPS": 150,
         "QLORA_STEPS": 10,  # the 4-bit path runs; its uplift is the skill bench's business
