@@ -22,6 +22,18 @@ TINY = {
 }
 
 
+MID = {
+    "hidden_size": 512,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "intermediate_size": 1536,
+    "vocab_size": 1024,
+}
+"""19M parameters with grouped-query attention: big enough that the model, not fixed costs,
+sets a training step's peak (the training-memory tests)."""
+
+
 def save_tiny_llama(out_dir: Path, **overrides) -> Path:
     """Save a random LLaMA (``TINY`` + overrides) as a transformers checkpoint in ``out_dir``."""
     import torch

@@ -4,7 +4,7 @@ on a small random LLaMA, beside its estimate, in a table against its group's bas
 from __future__ import annotations
 
 import pytest
-from memory_tiny import save_tiny_llama
+from memory_tiny import MID, save_tiny_llama
 
 from courselib.errors import CourseError
 from courselib.measure.savings import Saving, compare_savings, savings_table
@@ -35,15 +35,7 @@ def test_settings_that_cannot_be_measured_are_refused_before_any_measurement(tmp
 def test_methods_and_tips_measured_beside_their_estimates(tmp_path):
     pytest.importorskip("peft")
     # 19M parameters (as test_memory_measure's): the model, not fixed costs, sets the peaks
-    model = save_tiny_llama(
-        tmp_path / "mid",
-        hidden_size=512,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        intermediate_size=1536,
-        vocab_size=1024,
-    )
+    model = save_tiny_llama(tmp_path / "mid", **MID)
     rows = compare_savings(model, batch=2, seq_len=128, tip_batch=4, grad_accum=2, threads=1)
     table = savings_table(rows).set_index("setting")
     assert list(table.index) == [

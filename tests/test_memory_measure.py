@@ -7,7 +7,7 @@ the GGUF type rules are checked against llama.cpp's own quantizer.
 from __future__ import annotations
 
 import pytest
-from memory_tiny import TINY, save_tiny_llama, write_tiny_gguf
+from memory_tiny import MID, TINY, save_tiny_llama, write_tiny_gguf
 
 from courselib.gguf.mix import tensor_types
 from courselib.measure.compare import (
@@ -122,15 +122,7 @@ def test_llama_cpp_quantizer_picks_the_predicted_types_of_low_bit_mixes(tmp_path
 @pytest.mark.slow
 def test_training_step_peaks_match_estimates(tmp_path):
     # 19M parameters, grouped-query attention: big enough that fixed costs are small
-    model = save_tiny_llama(
-        tmp_path / "mid",
-        hidden_size=512,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        intermediate_size=1536,
-        vocab_size=1024,
-    )
+    model = save_tiny_llama(tmp_path / "mid", **MID)
     table = error_table(compare_training(model, batch=2, seq_len=128))
     # full and LoRA within 10%. QLoRA's peak here is ~60 MB, of which ~15 MB of allocator and
     # library fixed costs vary from run to run (one clean-clone run measured -21%): this test
