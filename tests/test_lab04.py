@@ -191,10 +191,12 @@ def test_solution_notebook_runs_end_to_end(
     assert "alpaca-lora" in counts and "qlora" in counts
     assert "the same as the library's: True" in output_text(executed, "mine = loss_labels(")
     assert "parameters train" in output_text(executed, "R = skill.RECIPE")
-    assert "150 steps in" in output_text(executed, "plot = LossPlot(")
+    assert "150 steps in" in output_text(executed, 'plot = LossPlot(title="LoRA on')
     table = output_text(executed, "print(evaluate.side_by_side(before, after))")
     assert "accuracy" in table and "moo" in table
-    assert "QLoRA" in output_text(executed, "qlora_rows = [")
+    (qlora,) = [c for c in executed["cells"] if "qlora_rows = [" in c["source"]]
+    shown = "".join(str(o.get("data", {}).get("text/html", "")) for o in qlora["outputs"])
+    assert "QLoRA" in shown and "LoRA" in shown  # the table (a pandas Styler: HTML only)
     savings = output_text(executed, "savings = savings_table(rows)")
     for method in ("full", "lora", "qlora"):
         assert method in savings
