@@ -47,6 +47,20 @@ def course_hf(course_models) -> Callable[[str], Path]:
 
 
 @pytest.fixture(scope="session")
+def chat(course_hf) -> Path:
+    """course-chat's HF checkpoint folder (the fine-tuning tests, Lab 04)."""
+    return course_hf("course-chat")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(chat):
+    """course-chat's tokenizer, loaded once per test session."""
+    from courselib.finetune.data import load_tokenizer
+
+    return load_tokenizer(chat)
+
+
+@pytest.fixture(scope="session")
 def course_gguf(course_models) -> Callable[..., Path]:
     """``course_gguf("course-chat", "Q4_K_M")`` -> a GGUF file of a built course model."""
     from courselib.models import gguf_file

@@ -165,11 +165,6 @@ def test_missing_file_and_not_utf8(tmp_path):
 # ---- encoding -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tokenizer(course_hf):
-    return data.load_tokenizer(course_hf("course-chat"))
-
-
 def test_encode_is_the_chats_rendering_with_answers_only_in_the_loss(tmp_path, tokenizer):
     dialogues = load_records(json_array(tmp_path, SHAREGPT))
     examples = encode(tokenizer, dialogues)

@@ -12,7 +12,7 @@ from courselib.backends import open_backend
 from courselib.backends.base import GenerationConfig, Message
 from courselib.errors import CourseError
 from courselib.finetune import export
-from courselib.finetune.data import encode, load_tokenizer
+from courselib.finetune.data import encode
 from courselib.finetune.methods import load_for_training
 from courselib.finetune.presets import LoraSettings
 from courselib.finetune.train import finetune
@@ -21,16 +21,6 @@ pytest.importorskip("peft")
 
 PROMPTS = ["What is the course mascot?", "Who grades Lab 04?", "What is the capital of France?"]
 GREEDY = GenerationConfig(temperature=0, max_tokens=12)
-
-
-@pytest.fixture(scope="module")
-def chat(course_hf):
-    return course_hf("course-chat")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(chat):
-    return load_tokenizer(chat)
 
 
 @pytest.fixture(scope="module")

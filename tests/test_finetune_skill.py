@@ -18,7 +18,7 @@ import pytest
 from finetune_facts import THREADS
 
 from courselib.finetune import skill
-from courselib.finetune.data import load_records, load_tokenizer
+from courselib.finetune.data import load_records
 from courselib.models import corpus
 
 BASE_CEILING = 0.10
@@ -105,16 +105,6 @@ def one_thread(monkeypatch):
     torch.set_num_threads(THREADS)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def chat(course_hf):
-    return course_hf("course-chat")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(chat):
-    return load_tokenizer(chat)
 
 
 @pytest.fixture(scope="module")

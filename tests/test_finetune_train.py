@@ -19,11 +19,6 @@ STEPS = 8
 
 
 @pytest.fixture(scope="module")
-def chat(course_hf):
-    return course_hf("course-chat")
-
-
-@pytest.fixture(scope="module")
 def examples(chat):
     return encode(load_tokenizer(chat), DIALOGUES)
 
