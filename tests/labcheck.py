@@ -80,6 +80,24 @@ def graded_cells_of(nb, grade_id: str) -> list:
     return found
 
 
+def points_passed(nb, grade_id: str, namespace: dict) -> float:
+    """Points of the test cells of ``grade_id`` that pass, each run in a copy of ``namespace``
+    (nbgrader scores a cell all or nothing: any exception gives it 0)."""
+    total = 0.0
+    for test in graded_cells_of(nb, grade_id):
+        try:
+            exec(test.source, dict(namespace))
+        except Exception:  # noqa: BLE001 - nbgrader scores a cell that raises anything 0
+            continue
+        total += test.metadata["nbgrader"]["points"]
+    return total
+
+
+def full_points(nb, grade_id: str) -> float:
+    """Points of all the test cells of ``grade_id``."""
+    return sum(c.metadata["nbgrader"]["points"] for c in graded_cells_of(nb, grade_id))
+
+
 def assert_ran_cleanly(executed: dict) -> None:
     """No cell of an executed notebook raised, and no graded cell wrote to stderr (nbgrader
     scores a test cell with stderr output 0)."""

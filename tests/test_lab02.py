@@ -19,8 +19,9 @@ from labcheck import (
     assert_graded,
     assert_ran_cleanly,
     cell,
-    graded_cells_of,
+    full_points,
     output_text,
+    points_passed,
     read_lab,
 )
 from test_gateway import CAP, server  # noqa: F401 - the class server deployment fixture
@@ -55,19 +56,8 @@ def _solution(nb, grade_id: str, setup: dict):
 
 
 def _points(nb, grade_id: str, setup: dict, answer) -> float:
-    """Points of the test cells of ``grade_id`` that pass (nbgrader: all or nothing per cell)."""
-    total = 0.0
-    for test in graded_cells_of(nb, grade_id):
-        try:
-            exec(test.source, {**setup, "json": json, SOLUTIONS[grade_id]: answer})
-        except Exception:  # noqa: BLE001 - nbgrader scores a cell that raises anything 0
-            continue
-        total += test.metadata["nbgrader"]["points"]
-    return total
-
-
-def _full(nb, grade_id: str) -> float:
-    return sum(c.metadata["nbgrader"]["points"] for c in graded_cells_of(nb, grade_id))
+    """Points of the test cells of ``grade_id`` that pass with ``answer`` as the solution."""
+    return points_passed(nb, grade_id, {**setup, "json": json, SOLUTIONS[grade_id]: answer})
 
 
 def test_notebook_is_graded_source(nb) -> None:
@@ -81,7 +71,7 @@ def test_notebook_is_graded_source(nb) -> None:
 def test_graded_tests_pass_on_the_solution(nb, setup_namespace) -> None:
     for grade_id in SOLUTIONS:
         answer = _solution(nb, grade_id, setup_namespace)
-        assert _points(nb, grade_id, setup_namespace, answer) == _full(nb, grade_id), grade_id
+        assert _points(nb, grade_id, setup_namespace, answer) == full_points(nb, grade_id), grade_id
 
 
 def _request_always_system(question, *, model, max_tokens, system=None):
@@ -227,7 +217,7 @@ def _first_that_fits(options, *, students, gpus):
 
 @pytest.mark.parametrize("wrong", [_least_memory_only, _ignores_students, _first_that_fits])
 def test_graded_tests_reject_wrong_choices(nb, setup_namespace, wrong) -> None:
-    assert _points(nb, "choose-option", setup_namespace, wrong) < _full(nb, "choose-option")
+    assert _points(nb, "choose-option", setup_namespace, wrong) < full_points(nb, "choose-option")
 
 
 def _two_free_ports() -> int:

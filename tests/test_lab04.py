@@ -13,8 +13,9 @@ from labcheck import (
     assert_graded,
     assert_ran_cleanly,
     cell,
-    graded_cells_of,
+    full_points,
     output_text,
+    points_passed,
     read_lab,
 )
 
@@ -38,19 +39,8 @@ def _solution(nb, grade_id: str):
 
 
 def _points(nb, grade_id: str, answer) -> float:
-    """Points of the test cells of ``grade_id`` that pass (nbgrader: all or nothing per cell)."""
-    total = 0.0
-    for test in graded_cells_of(nb, grade_id):
-        try:
-            exec(test.source, {SOLUTIONS[grade_id]: answer})
-        except Exception:  # noqa: BLE001 - nbgrader scores a cell that raises anything 0
-            continue
-        total += test.metadata["nbgrader"]["points"]
-    return total
-
-
-def _full(nb, grade_id: str) -> float:
-    return sum(c.metadata["nbgrader"]["points"] for c in graded_cells_of(nb, grade_id))
+    """Points of the test cells of ``grade_id`` that pass with ``answer`` as the solution."""
+    return points_passed(nb, grade_id, {SOLUTIONS[grade_id]: answer})
 
 
 def test_notebook_is_graded_source(nb) -> None:
@@ -63,7 +53,7 @@ def test_notebook_is_graded_source(nb) -> None:
 
 @pytest.mark.parametrize("grade_id", list(SOLUTIONS))
 def test_graded_tests_pass_on_the_solution(nb, grade_id) -> None:
-    assert _points(nb, grade_id, _solution(nb, grade_id)) == _full(nb, grade_id) > 0
+    assert _points(nb, grade_id, _solution(nb, grade_id)) == full_points(nb, grade_id) > 0
 
 
 # ---- plausible wrong answers, each must lose the points of what it gets wrong --------------
