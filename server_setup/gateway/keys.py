@@ -50,6 +50,13 @@ from pathlib import Path
 
 from courselib.errors import CourseError
 
+KEYS_MAP = "keys.map"
+"""The hashed keys nginx includes (one ``hash student_id;`` line per key)."""
+ENGINE_ENV = "engine.env"
+"""The engine's own key as environment variables (root-only)."""
+ENGINE_AUTH = "engine-auth.conf"
+"""The ``Authorization`` header line nginx sends to the engine (root-only)."""
+
 PREFIX = "sk-course-"
 ENGINE_PREFIX = "sk-engine-"
 ENGINE_KEY_VARS = ("VLLM_API_KEY", "API_KEY")
@@ -165,7 +172,7 @@ class KeyStore:
 
     @property
     def map_file(self) -> Path:
-        return self.folder / "keys.map"
+        return self.folder / KEYS_MAP
 
     def students(self) -> list[Student]:
         if not self.students_file.exists():
@@ -175,11 +182,11 @@ class KeyStore:
 
     @property
     def engine_env_file(self) -> Path:
-        return self.folder / "engine.env"
+        return self.folder / ENGINE_ENV
 
     @property
     def engine_auth_file(self) -> Path:
-        return self.folder / "engine-auth.conf"
+        return self.folder / ENGINE_AUTH
 
     def ensure(self) -> None:
         """Create the folder (0700), an empty map (nginx starts with no students yet) and the

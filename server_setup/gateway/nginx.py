@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from server_setup.gateway.keys import ENGINE_AUTH, ENGINE_ENV, KEYS_MAP
 from server_setup.settings import Deployment
 
 CONF = "gateway/nginx.conf"
@@ -103,17 +104,17 @@ class GatewayPaths:
     @property
     def keys_map(self) -> Path:
         """The hashed key file nginx includes (written by :mod:`server_setup.gateway.keys`)."""
-        return self.keys_dir / "keys.map"
+        return self.keys_dir / KEYS_MAP
 
     @property
     def engine_auth(self) -> Path:
         """The engine's ``Authorization`` header line nginx includes (keys.py writes it)."""
-        return self.keys_dir / "engine-auth.conf"
+        return self.keys_dir / ENGINE_AUTH
 
     @property
     def engine_env(self) -> Path:
         """The engine's key as environment variables (keys.py writes it)."""
-        return self.keys_dir / "engine.env"
+        return self.keys_dir / ENGINE_ENV
 
     @property
     def access_log(self) -> Path:
