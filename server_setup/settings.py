@@ -53,7 +53,8 @@ class Deployment:
         "Where the weights are on the serving host (default: model, when it is a path).", ""
     )
     served_model_name: str = _doc(
-        "The name clients ask for (OpenAI 'model', Triton's model folder); default: the model's.",
+        "The name clients ask for (OpenAI 'model', Triton's model folder); default: the model's "
+        "(its folder's, or a Hugging Face hub cache snapshot's repository name).",
         "",
     )
     # --- what is served and how

@@ -27,6 +27,7 @@ import pytest
 
 from courselib.chat.vicuna import VICUNA_SYSTEM, render_vicuna
 from courselib.errors import CourseError
+from courselib.memory.configs import load_config
 from server_setup.gateway.keys import ENGINE_KEY_VARS, KeyStore
 from server_setup.gateway.nginx import GatewayPaths
 from server_setup.render import Rendered, render, write
@@ -165,6 +166,28 @@ def test_the_engine_binds_loopback_only(case, tmp_path):
         assert "0.0.0.0" not in text, name
     with pytest.raises(CourseError, match="loopback"):
         _deployment(tmp_path, case, engine_host="0.0.0.0")
+
+
+def test_a_hub_cache_checkpoint_is_served_under_its_repository_name(tmp_path):
+    # huggingface-cli puts a checkpoint in models--Org--Name/snapshots/<revision>: clients
+    # should ask for "Name", not the revision hash
+    snapshot = tmp_path / "hub" / "models--TheBloke--wizard-vicuna-13B-HF" / "snapshots" / "9f1c2e"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(load_config("wizard-vicuna-13b")))
+    d = load(
+        None,
+        overrides={
+            "model": str(snapshot),
+            "gpu_mem": "80GiB",
+            "dtype": "fp16",
+            "output_dir": str(tmp_path / "deploy"),
+            "state_dir": str(tmp_path / "state"),
+        },
+        environ={},
+    )
+    argv = list(render(d).engine.argv)
+    assert argv[argv.index("--served-model-name") + 1] == "wizard-vicuna-13B-HF"
+    assert argv[argv.index("serve") + 1] == str(snapshot)
 
 
 def test_a_deployment_that_does_not_fit_renders_nothing(tmp_path):

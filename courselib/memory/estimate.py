@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from courselib.memory import kv
@@ -63,7 +64,20 @@ def config_of(model: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[str, d
     """(display name, config dict) of a model name, path or config dict."""
     if isinstance(model, Mapping):
         return str(model.get("_name_or_path") or model.get("model_type", "model")), dict(model)
-    return os.path.basename(os.fspath(model).rstrip("/")), load_config(model)
+    return model_name(model), load_config(model)
+
+
+def model_name(path: str | os.PathLike[str]) -> str:
+    """A model's name from its path: the folder's (or file's) name; in a Hugging Face hub cache
+    (``models--Org--Name/snapshots/<revision>``), the repository's ``Name``, not the revision.
+
+    >>> model_name("/hub/models--TheBloke--wizard-vicuna-13B-AWQ/snapshots/3f2a9c")
+    'wizard-vicuna-13B-AWQ'
+    """
+    p = Path(os.fspath(path).rstrip("/"))
+    if p.parent.name == "snapshots" and p.parent.parent.name.startswith("models--"):
+        return p.parent.parent.name.split("--")[-1]
+    return p.name
 
 
 def _gguf_path(model: str | os.PathLike[str] | Mapping[str, Any]) -> GGUFInfo | None:
