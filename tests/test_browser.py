@@ -3,7 +3,8 @@
 What a student does: open Lab 01, run every cell, type a question into the chat window and
 press Enter (the answer streams in), start a long reply on course-bench and press Stop (it stops
 well short of max tokens); open Lab 03, run it, see its charts and the memory explorer, change a
-control and see the table change. Any browser console error or page error fails the test;
+control and see the table change; open Lab 04, watch the loss plot move while the adapters
+train, and see the fine-tuned model answer in its chat window. Any browser console error or page error fails the test;
 screenshots go to ``test-artifacts/browser/`` (``COURSELAB_TEST_ARTIFACTS`` to move them).
 
 Chromium is Debian's (``/usr/bin/chromium``; ``make test`` installs it as root); Playwright
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from labcheck import LABS_DIR
+from playwright.sync_api import Error as PlaywrightError
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +155,11 @@ def set_parameters(page, source: str) -> None:
 def run_all(page, timeout_s: float) -> list[str]:
     """Run every cell and wait until all ran; -> the error outputs (ename: evalue)."""
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    return wait_until_all_ran(page, timeout_s)
+
+
+def wait_until_all_ran(page, timeout_s: float) -> list[str]:
+    """Wait until every code cell of the open notebook ran; -> its error outputs."""
     page.wait_for_function(
         """() => {
             const w = window.jupyterapp.shell.currentWidget;
@@ -292,3 +299,40 @@ def test_lab02_runs_against_its_own_server(page, lab_url):
     assert "sent from code" in text and text.split("Assistant", 1)[1].strip()  # a reply came
     stopped = page.locator(".jp-OutputArea-output", has_text="stopped:").last
     assert stopped.count() == 1
+
+
+def test_lab04_trains_under_a_live_loss_plot_and_chats_with_the_result(page, lab_url):
+    open_notebook(page, lab_url, "lab04_finetune/lab04_finetune.ipynb")
+    # short settings, as the grader injects them; one torch thread (test_lab04 says why)
+    set_parameters(
+        page,
+        'import os\nos.environ["COURSELAB_THREADS"] = "1"\n'
+        "TRAIN_STEPS = 40\nQLORA_STEPS = 5\nSEED = 0\n"
+        'MEASURE_MODEL = "course-chat"\nMEASURE_TIPS = False',
+    )
+    # not awaited (evaluate would wait for the promise, that is for every cell to have run)
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    # The LoRA plot's status line, read while its cell trains: the points must reach the page
+    # as they are logged, not all at once when the cell ends (which would show step 40 only).
+    status = page.locator(".widget-html", has_text=re.compile(r"step \d+: loss")).first
+    seen: set[int] = set()
+    deadline = time.monotonic() + 600
+    while 40 not in seen and time.monotonic() < deadline:
+        try:
+            found = re.search(r"step (\d+): loss", status.text_content(timeout=1000) or "")
+        except PlaywrightError:  # not drawn yet
+            found = None
+        if found:
+            seen.add(int(found.group(1)))
+        time.sleep(0.1)
+    assert 40 in seen and len(seen) >= 3, sorted(seen)
+    assert wait_until_all_ran(page, timeout_s=600) == []
+    page.screenshot(path=ARTIFACTS / "lab04-after-run-all.png", full_page=True)
+    assert page.locator(".widget-image").count() >= 2  # the LoRA and the QLoRA loss charts
+    transcript = page.locator(INPUT).last.locator(
+        "xpath=ancestor::div[contains(@class,'widget-vbox')][1]"
+    )
+    transcript.scroll_into_view_if_needed()
+    text = transcript.text_content()
+    assert "cow" in text and text.split("Assistant", 1)[1].strip()  # the exported model replied
+    page.screenshot(path=ARTIFACTS / "lab04-chat.png")
