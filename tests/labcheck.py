@@ -80,6 +80,14 @@ def graded_cells_of(nb, grade_id: str) -> list:
     return found
 
 
+def solution(nb, grade_id: str, name: str, namespace: dict | None = None):
+    """What solution cell ``grade_id`` defines as ``name``, the cell run in a copy of
+    ``namespace`` (the names the notebook's earlier cells give it)."""
+    scope = dict(namespace or {})
+    exec(cell(nb, grade_id).source, scope)
+    return scope[name]
+
+
 def points_passed(nb, grade_id: str, namespace: dict) -> float:
     """Points of the test cells of ``grade_id`` that pass, each run in a copy of ``namespace``
     (nbgrader scores a cell all or nothing: any exception gives it 0)."""

@@ -17,6 +17,7 @@ from labcheck import (
     graded_cells_of,
     output_text,
     read_lab,
+    solution,
 )
 
 from courselib.chat.vicuna import VICUNA_SYSTEM
@@ -58,9 +59,7 @@ def _points(nb, grade_id: str, **answer) -> float:
 
 
 def _solution(nb, grade_id: str, name: str):
-    namespace = {"VICUNA_SYSTEM": VICUNA_SYSTEM}
-    exec(cell(nb, grade_id).source, namespace)
-    return namespace[name]
+    return solution(nb, grade_id, name, {"VICUNA_SYSTEM": VICUNA_SYSTEM})
 
 
 def test_graded_tests_pass_on_the_solution(nb) -> None:
@@ -101,8 +100,8 @@ def test_graded_tests_reject_wrong_formatters(nb, wrong) -> None:
 
 
 def test_partial_credit_and_no_points_for_calling_the_library(nb) -> None:
-    solution = _solution(nb, "vicuna-prompt", "vicuna_prompt")
-    assert _points(nb, "vicuna-prompt", vicuna_prompt=solution) == 3
+    mine = _solution(nb, "vicuna-prompt", "vicuna_prompt")
+    assert _points(nb, "vicuna-prompt", vicuna_prompt=mine) == 3
     # right but for an empty system prompt: only the edge-case cell (1 point) is lost
     assert _points(nb, "vicuna-prompt", vicuna_prompt=_stripped_system) == 2
 

@@ -23,6 +23,7 @@ from labcheck import (
     output_text,
     points_passed,
     read_lab,
+    solution,
 )
 from test_gateway import CAP, server  # noqa: F401 - the class server deployment fixture
 
@@ -49,12 +50,6 @@ def setup_namespace(nb) -> dict:
     return namespace
 
 
-def _solution(nb, grade_id: str, setup: dict):
-    namespace = dict(setup)
-    exec(cell(nb, grade_id).source, namespace)
-    return namespace[SOLUTIONS[grade_id]]
-
-
 def _points(nb, grade_id: str, setup: dict, answer) -> float:
     """Points of the test cells of ``grade_id`` that pass with ``answer`` as the solution."""
     return points_passed(nb, grade_id, {**setup, "json": json, SOLUTIONS[grade_id]: answer})
@@ -70,7 +65,7 @@ def test_notebook_is_graded_source(nb) -> None:
 
 def test_graded_tests_pass_on_the_solution(nb, setup_namespace) -> None:
     for grade_id in SOLUTIONS:
-        answer = _solution(nb, grade_id, setup_namespace)
+        answer = solution(nb, grade_id, SOLUTIONS[grade_id], setup_namespace)
         assert _points(nb, grade_id, setup_namespace, answer) == full_points(nb, grade_id), grade_id
 
 

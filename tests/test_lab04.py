@@ -17,6 +17,7 @@ from labcheck import (
     output_text,
     points_passed,
     read_lab,
+    solution,
 )
 
 NOTEBOOK = LABS_DIR / "lab04_finetune/lab04_finetune.ipynb"
@@ -30,12 +31,6 @@ SOLUTIONS = {
 @pytest.fixture(scope="module")
 def nb():
     return read_lab(NOTEBOOK)
-
-
-def _solution(nb, grade_id: str):
-    namespace: dict = {}
-    exec(cell(nb, grade_id).source, namespace)
-    return namespace[SOLUTIONS[grade_id]]
 
 
 def _points(nb, grade_id: str, answer) -> float:
@@ -53,7 +48,11 @@ def test_notebook_is_graded_source(nb) -> None:
 
 @pytest.mark.parametrize("grade_id", list(SOLUTIONS))
 def test_graded_tests_pass_on_the_solution(nb, grade_id) -> None:
-    assert _points(nb, grade_id, _solution(nb, grade_id)) == full_points(nb, grade_id) > 0
+    assert (
+        _points(nb, grade_id, solution(nb, grade_id, SOLUTIONS[grade_id]))
+        == full_points(nb, grade_id)
+        > 0
+    )
 
 
 # ---- plausible wrong answers, each must lose the points of what it gets wrong --------------
