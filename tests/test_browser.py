@@ -194,6 +194,11 @@ def run_new_cell(page, source: str) -> None:
     )
 
 
+def chat_window(chat):
+    """The whole chat window (transcript, input, status line) of its input box ``chat``."""
+    return chat.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+
+
 def watch_transcript(page, chat) -> None:
     """Record every text the chat window's transcript shows, from now on, in the page."""
     chat.evaluate(
@@ -220,7 +225,7 @@ def test_lab01_runs_and_its_chat_window_streams_and_stops(page, lab_url):
     chat.scroll_into_view_if_needed()
     chat.fill("Hello, who are you?")
     chat.press("Enter")
-    status = chat.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    status = chat_window(chat)
     page.wait_for_function(  # the reply to this question is complete
         """el => el.textContent.includes('Hello, who are you?')
             && /tokens in/.test(el.textContent)
@@ -240,7 +245,7 @@ def test_lab01_runs_and_its_chat_window_streams_and_stops(page, lab_url):
     bench = page.locator(INPUT).last
     bench.wait_for(timeout=60_000)
     bench.scroll_into_view_if_needed()
-    root = bench.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    root = chat_window(bench)
     watch_transcript(page, bench)
     bench.fill("Tell me a long story.")
     bench.press("Enter")
@@ -293,7 +298,7 @@ def test_lab02_runs_against_its_own_server(page, lab_url):
     page.screenshot(path=ARTIFACTS / "lab02-after-run-all.png", full_page=True)
     chats = page.locator(INPUT)
     assert chats.count() >= 2  # the own server's window and the class server's
-    transcript = chats.last.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    transcript = chat_window(chats.last)
     transcript.scroll_into_view_if_needed()
     text = transcript.text_content()
     assert "sent from code" in text and text.split("Assistant", 1)[1].strip()  # a reply came
@@ -329,9 +334,7 @@ def test_lab04_trains_under_a_live_loss_plot_and_chats_with_the_result(page, lab
     assert wait_until_all_ran(page, timeout_s=600) == []
     page.screenshot(path=ARTIFACTS / "lab04-after-run-all.png", full_page=True)
     assert page.locator(".widget-image").count() >= 2  # the LoRA and the QLoRA loss charts
-    transcript = page.locator(INPUT).last.locator(
-        "xpath=ancestor::div[contains(@class,'widget-vbox')][1]"
-    )
+    transcript = chat_window(page.locator(INPUT).last)
     transcript.scroll_into_view_if_needed()
     text = transcript.text_content()
     assert "cow" in text and text.split("Assistant", 1)[1].strip()  # the exported model replied
