@@ -1,10 +1,10 @@
 """`make check-models`: does every build of course-chat clear the tests' floors?
 
-A student's laptop, the grading box and CI each build their own course-chat; another CPU, seed
-or thread count takes training down another trajectory. This builds course-chat for several
-seeds x thread counts (each in its own process and temporary data dir, nothing published;
-the published build, when current, stands for its own seed and thread count) and
-prints, per build: training steps and gate rounds, held-out accuracy per question family
+Every machine runs the shipped course-chat, but training from scratch stays a path students
+take (`python -m courselib models train`) and how the shipped checkpoint is made; another CPU,
+seed or thread count takes training down another trajectory. This trains course-chat from
+scratch for several seeds x thread counts (each in its own process and temporary folder,
+nothing published) and prints, per build: training steps and gate rounds, held-out accuracy per question family
 (Q4_K_M, greedy, through llama.cpp), accuracy after 4 earlier exchanges, and whether it clears
 ``courselib.models.evaluate.FLOORS``. The last line names the worst build. Exit status 1 when
 any build misses a floor or fails its gate.
@@ -37,11 +37,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # seed threads out published
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # seed threads out
     args = parser.parse_args()
     if args.one:
-        seed, threads, out, published_threads = args.one
-        _build_one(int(seed), int(threads), Path(out), published_threads=int(published_threads))
+        seed, threads, out = args.one
+        _build_one(int(seed), int(threads), Path(out))
         return 0
 
     jobs = [(s, t) for t in sorted(args.threads, reverse=True) for s in args.seeds]
@@ -54,9 +54,6 @@ def main() -> int:
 
 def _run_all(jobs: list[tuple[int, int]], *, cores: int) -> list[dict]:
     """Run one process per build, as many at once as their threads fit ``cores``."""
-    from courselib import settings
-
-    published_threads = str(settings.resolve("threads"))  # what `make models` built with
     pending, running, results = list(jobs), [], []
     with tempfile.TemporaryDirectory() as tmp:
         while pending or running:
@@ -73,7 +70,6 @@ def _run_all(jobs: list[tuple[int, int]], *, cores: int) -> list[dict]:
                         str(seed),
                         str(threads),
                         str(out),
-                        published_threads,
                     ],  # fmt: skip
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -96,38 +92,34 @@ def _run_all(jobs: list[tuple[int, int]], *, cores: int) -> list[dict]:
     return sorted(results, key=lambda r: (r["seed"], r["threads"]))
 
 
-def _build_one(seed: int, threads: int, out: Path, *, published_threads: int) -> None:
-    """Child process: build course-chat with this seed into a temp dir; write the results."""
+def _build_one(seed: int, threads: int, out: Path) -> None:
+    """Child process: train course-chat from scratch with this seed into a temp dir (one seed,
+    no fallback: the margin of each seed is what is measured); write the results."""
     from courselib.errors import CourseError
-    from courselib.models import COURSE_MODELS, gguf_file, read_manifest
-    from courselib.models.build import build_model, is_current
+    from courselib.models import COURSE_MODELS
     from courselib.models.evaluate import heldout_accuracy
+    from courselib.models.scratch import train_checkpoint
 
     base = COURSE_MODELS["course-chat"]
     spec = dataclasses.replace(base, seed=seed, train=dataclasses.replace(base.train, seed=seed))
     result: dict = {"seed": seed, "threads": threads}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        # the published build is one of them: the default seed on this machine's thread count
-        published = spec == base and threads == published_threads and is_current(base)
-        data_dir = None if published else tmp
+        root = Path(tmp) / "course-chat"
         try:
-            if not published:
-                build_model(spec, data_dir=data_dir, log=lambda *_: None)
+            manifest = train_checkpoint(spec, root, threads=threads, tries=1, log=lambda *_: None)
         except CourseError as exc:
             result.update(ok=False, error=exc.message, minutes=(time.perf_counter() - start) / 60)
             out.write_text(json.dumps(result))
             return
-        result["published"] = published
-        manifest = read_manifest(spec.name, data_dir=data_dir)
-        q4 = gguf_file(spec.name, "Q4_K_M", data_dir=data_dir)
+        q4 = root / "course-chat-Q4_K_M.gguf"
         acc = heldout_accuracy(q4)
         later = heldout_accuracy(q4, history=4)
         misses = acc.below_floors() + later.below_floors(history=True)
         result.update(
             ok=not misses,
             misses=misses,
-            minutes=manifest["timings_s"]["weights_s"] / 60,
+            minutes=manifest["training"]["minutes"],
             steps=manifest["training"]["steps"],
             gate_rounds=len(manifest["training"]["gate"]),
             heldout=acc.rate,

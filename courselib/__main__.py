@@ -17,6 +17,7 @@ from courselib.errors import CourseError
 # subcommand module -> registered by it (order = order in --help)
 SUBCOMMAND_MODULES = [
     "courselib.models.cli",
+    "courselib.doctor.cli",
     "courselib.widgets.terminal_chat",
     "courselib.memory.cli",
     "courselib.demo",

@@ -53,6 +53,7 @@ class LlamaCppBackend(Backend):
         seed: int | None = None,
     ) -> None:
         from courselib.gguf.read import read_gguf
+        from courselib.gguf.runtime import load_llama
         from courselib.memory.preflight import check_fits
 
         info = read_gguf(path)  # the header, read once: a bad file is a CourseError here
@@ -62,22 +63,15 @@ class LlamaCppBackend(Backend):
 
         llama_cpp = require("llama_cpp", package="llama-cpp-python", extra="models")
         threads = settings.resolve("threads", threads)
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                use_mmap=use_mmap,
-                seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed,
-                verbose=False,
-            )
-        except ValueError as exc:
-            raise CourseError(
-                f"llama.cpp could not load {path} ({exc}).",
-                hint="The file may be incomplete, or its architecture newer than this "
-                "llama-cpp-python: rebuild or re-download it, or upgrade llama-cpp-python.",
-            ) from None
+        # a llama.cpp that would die with SIGILL here is a CourseError, not a dead kernel
+        self.llm = load_llama(
+            path,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            use_mmap=use_mmap,
+            seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed,
+        )
         self.path = path
         self.context_size = self.llm.n_ctx()
         self.name = f"llama.cpp {path.name}"

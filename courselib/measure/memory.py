@@ -182,6 +182,8 @@ def llama_cpp_load(gguf_path: str, *, n_ctx: int, threads: int = 2) -> dict[str,
     """
     import llama_cpp
 
+    from courselib.gguf.runtime import ensure_llama_runs
+
     logs: list[str] = []
 
     @llama_cpp.llama_log_callback
@@ -189,6 +191,7 @@ def llama_cpp_load(gguf_path: str, *, n_ctx: int, threads: int = 2) -> dict[str,
         logs.append(text.decode("utf-8", "replace"))
 
     llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    ensure_llama_runs(gguf_path)  # its child process adds nothing to this one's RSS
     base = rss_bytes()
     llm = llama_cpp.Llama(gguf_path, n_ctx=n_ctx, n_threads=threads, verbose=False)
     llm.eval([i % llm.n_vocab() for i in range(n_ctx - 1)])  # token ids: no tokenizer needed

@@ -288,11 +288,11 @@ def _timings(load_s: float, prompt_tokens: int, start: float, stamps: list[float
 
 
 def _gguf_child(path: str, prompt: str, max_tokens: int, threads: int, n_ctx: int) -> dict:
-    llama_cpp = require("llama_cpp", package="llama-cpp-python", extra="models")
+    from courselib.gguf.runtime import ensure_llama_runs, load_llama
+
+    ensure_llama_runs(path)  # before the clock starts: load_s times the load alone
     start = time.perf_counter()
-    llm = llama_cpp.Llama(
-        model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
-    )
+    llm = load_llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads)
     load_s = time.perf_counter() - start
     tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
     stamps: list[float] = []

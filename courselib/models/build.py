@@ -1,14 +1,18 @@
-"""Build the course models: tokenizer -> HF checkpoint -> GGUF F32/F16 -> Q8_0, Q4_0, Q4_K_M.
+"""Build the course models: HF checkpoint -> GGUF F32/F16 -> Q8_0, Q4_0, Q4_K_M -> checks.
 
-``python -m courselib models build`` (and ``make models``) calls :func:`build_all`. A model is
-rebuilt only when its inputs change: the spec, the generated corpus, ``BUILD_VERSION`` (bumped
-by any change to the code that shapes the files) and the versions of the libraries that do. Each model is built in a
-temporary folder and renamed into place when complete, so an interrupted build never leaves
-a half-written model behind (and the next run starts again cleanly).
+``python -m courselib models build`` (and ``make models``) calls :func:`build_all`: course-chat
+from the shipped checkpoint (hashes verified, never trained here: see
+:mod:`courselib.models.shipped`), course-bench with random weights; then llama.cpp must give
+course-chat's promised answers on its Q4_K_M file. Seconds for course-chat, about a minute for
+course-bench on 2 cores. A model is rebuilt only when its inputs change: the spec, the shipped
+weights, the code that shapes the files and the versions of the libraries that do. Each model
+is built in a temporary folder and renamed into place when complete, so an interrupted build
+never leaves a half-written model behind (and the next run starts again cleanly).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -29,32 +33,55 @@ from courselib.models.specs import COURSE_MODELS, QUANTS, ModelSpec
 from courselib.models.store import model_root, models_root, read_manifest
 
 _SOURCES = [  # relative to courselib/: the code that shapes the files
-    "models/corpus.py",
-    "models/gate.py",
     "models/specs.py",
-    "models/tokenizer.py",
-    "models/train.py",
+    "models/shipped.py",
     "models/build.py",
     "gguf/convert.py",
     "gguf/quantize.py",
+]
+TRAINING_SOURCES = [  # what course-chat's weights depend on when trained from scratch
+    "models/corpus.py",
+    "models/gate.py",
+    "models/tokenizer.py",
+    "models/train.py",
 ]
 _LIBRARIES = ["torch", "transformers", "sentencepiece", "gguf", "llama-cpp-python"]
 
 
 def inputs_hash(spec: ModelSpec) -> str:
-    """Hash of everything a model's files depend on (hex, 16 chars)."""
+    """Hash of everything a model's files depend on (hex, 16 chars): the spec, the code that
+    converts and quantizes, the libraries, and course-chat's shipped weights (by sha256)."""
     h = hashlib.sha256()
     h.update(json.dumps(spec.to_dict(), sort_keys=True).encode())
-    h.update(
-        json.dumps(corpus.tokenizer_text() + [str(d) for d in corpus.training_dialogues()]).encode()
-    )
     here = Path(__file__).parent.parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
     for lib in _LIBRARIES:
         h.update(f"{lib}=={_version(lib)}".encode())
-    if spec.weights == "random":  # it borrows course-chat's tokenizer
+    if spec.weights == "trained":
+        from courselib.models import shipped
+
+        h.update(json.dumps(shipped.read_manifest()["files"], sort_keys=True).encode())
+    else:  # it borrows course-chat's tokenizer
         h.update(inputs_hash(COURSE_MODELS["course-chat"]).encode())
+    return h.hexdigest()[:16]
+
+
+def training_inputs_hash(spec: ModelSpec) -> str:
+    """Hash of what training from scratch depends on: the spec, the corpus, the training code.
+
+    The shipped manifest records it; when it changes, the shipped checkpoint is stale (the
+    maintainer refreshes it with ``python -m courselib models train course-chat --ship``).
+    """
+    h = hashlib.sha256()
+    unseeded = dataclasses.replace(spec, seed=0, train=dataclasses.replace(spec.train, seed=0))
+    h.update(json.dumps(unseeded.to_dict(), sort_keys=True).encode())
+    h.update(
+        json.dumps(corpus.tokenizer_text() + [str(d) for d in corpus.training_dialogues()]).encode()
+    )
+    here = Path(__file__).parent.parent
+    for name in TRAINING_SOURCES:
+        h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -78,6 +105,7 @@ def build_all(
     *,
     force: bool = False,
     data_dir: str | os.PathLike[str] | None = None,
+    check: bool = True,
     log=print,
 ) -> dict[str, dict[str, Any]]:
     """Build (or keep, when current) every named course model; returns their manifests.
@@ -97,7 +125,7 @@ def build_all(
                 log(f"{name}: up to date ({model_root(name, data_dir=data_dir)})")
             else:
                 log(f"{name}: building ...")
-                build_model(spec, data_dir=data_dir, log=log)
+                build_model(spec, data_dir=data_dir, check=check, log=log)
             manifests[name] = read_manifest(name, data_dir=data_dir)
     return manifests
 
@@ -116,45 +144,49 @@ def build_lock(root: Path, *, log=print) -> Iterator[None]:
 
 
 def build_model(
-    spec: ModelSpec, *, data_dir: str | os.PathLike[str] | None = None, log=print
+    spec: ModelSpec,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    root: Path | None = None,
+    checkpoint: Path | None = None,
+    check: bool = True,
+    log=print,
 ) -> Path:
-    """Build one model from scratch into its folder (atomically); returns the folder."""
+    """Build one model into its folder (atomically); returns the folder.
+
+    course-chat's weights come from ``checkpoint`` (an HF folder, e.g. one trained by
+    :func:`courselib.models.scratch.train_checkpoint`), by default the shipped checkpoint
+    (:mod:`courselib.models.shipped`); course-bench's are random. ``root`` replaces the data
+    dir's model folder. ``check``: ask llama.cpp for the promised answers on Q4_K_M and score
+    the held-out questions (a child process first makes sure llama.cpp runs here).
+    """
     from courselib.gguf.convert import convert_hf_to_gguf
     from courselib.gguf.quantize import quantize_gguf
     from courselib.gguf.read import read_gguf
-    from courselib.models import evaluate, gate, train
-    from courselib.models.tokenizer import save_llama_tokenizer, train_sentencepiece
+    from courselib.models import shipped, train
 
     threads = settings.resolve("threads")
     timings: dict[str, float] = {}
-    root = model_root(spec.name, data_dir=data_dir)
+    root = root or model_root(spec.name, data_dir=data_dir)
     with atomic_path(root, directory=True) as tmp:
         hf = tmp / "hf"
         start = time.perf_counter()
-        if spec.weights == "trained":
-            sp_model = train_sentencepiece(corpus.tokenizer_text(), vocab_size=spec.vocab_size)
-            save_llama_tokenizer(sp_model, hf, context_length=spec.context_length)
-            tokenizer = _load_tokenizer(hf)
-            report = train.TrainReport()
-            model = train.train_chat_model(
-                spec,
-                tokenizer,
-                corpus.training_dialogues(),
-                threads=threads,
-                gate=lambda m: gate.check(m, tokenizer),
-                report=report,
-            )
+        made: dict[str, Any]
+        if spec.weights == "trained" and checkpoint is None:
+            made = {"checkpoint": "shipped", **shipped.install(hf)["training"]}
+        elif spec.weights == "trained":
+            shutil.copytree(checkpoint, hf)
+            made = json.loads((checkpoint / "training.json").read_text())
         else:
             chat_hf = model_root("course-chat", data_dir=data_dir) / "hf"
             hf.mkdir(parents=True)
             for f in chat_hf.iterdir():
                 if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
                     shutil.copy2(f, hf / f.name)
-            tokenizer = _load_tokenizer(hf)
-            model = train.random_model(spec, vocab_size=len(tokenizer))
-        train.save_checkpoint(model, hf)
-        params = sum(p.numel() for p in model.parameters())
-        del model
+            model = train.random_model(spec, vocab_size=len(_load_tokenizer(hf)))
+            train.save_checkpoint(model, hf)
+            del model
+            made = {"checkpoint": "random", "seed": spec.seed}
         timings["weights_s"] = time.perf_counter() - start
 
         files: dict[str, dict[str, Any]] = {}
@@ -180,31 +212,45 @@ def build_model(
             "name": spec.name,
             "description": spec.description,
             "spec": spec.to_dict(),
-            "inputs_hash": inputs_hash(spec),
-            "params": params,
+            # a checkpoint of one's own is not rebuilt from inputs: it has none to compare
+            "inputs_hash": inputs_hash(spec) if checkpoint is None else None,
+            "params": info.n_params,
             "built_at": time.strftime("%Y-%m-%d %H:%M:%S"),
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
             "files": files,
+            "training": made,
         }
-        if spec.weights == "trained":
-            q4 = tmp / f"{spec.name}-Q4_K_M.gguf"
-            broken = evaluate.broken_promises(q4)
-            if broken:
-                raise CourseError(
-                    f"{spec.name} passed its quality gate in fp32 but its Q4_K_M file breaks "
-                    f"{len(broken)} promised answer(s), e.g. {broken[0][0]!r} -> {broken[0][1]!r}.",
-                    hint="Nothing was published. Build again (python -m courselib models build "
-                    "--force); if it happens again on this machine, report it.",
-                )
-            manifest["training"] = {"steps": report.steps, "gate": report.rounds}
-            acc = evaluate.heldout_accuracy(q4)
-            manifest["heldout_accuracy_q4_k_m"] = round(acc.rate, 4)
-            manifest["heldout_by_family_q4_k_m"] = {
-                k: round(v, 4) for k, v in acc.by_family.items()
-            }
-            log(f"  held-out accuracy (Q4_K_M): {acc.correct}/{acc.total} = {acc.rate:.1%}")
+        if spec.weights == "trained" and check:
+            manifest.update(_check_in_llama(spec, tmp / f"{spec.name}-Q4_K_M.gguf", log=log))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return root
+
+
+def _check_in_llama(spec: ModelSpec, q4: Path, *, log=print) -> dict[str, Any]:
+    """The promised answers and the held-out accuracy of a Q4_K_M file, through llama.cpp."""
+    from courselib.gguf.runtime import ensure_llama_runs
+    from courselib.models import evaluate
+
+    ensure_llama_runs(q4)  # a llama.cpp that dies here is a sentence, not a dead build
+    broken = evaluate.broken_promises(q4)
+    if broken:
+        raise PromisesBroken(
+            f"{spec.name}'s Q4_K_M file breaks {len(broken)} promised answer(s) in llama.cpp: "
+            + "; ".join(f"{prompt!r} -> {reply!r}" for prompt, reply in broken)
+            + ".",
+            hint="Nothing was published. If this is the shipped checkpoint, report it with "
+            "`python -m courselib doctor`'s output; a checkpoint of your own: train another seed.",
+        )
+    acc = evaluate.heldout_accuracy(q4)
+    log(f"  held-out accuracy (Q4_K_M): {acc.correct}/{acc.total} = {acc.rate:.1%}")
+    return {
+        "heldout_accuracy_q4_k_m": round(acc.rate, 4),
+        "heldout_by_family_q4_k_m": {k: round(v, 4) for k, v in acc.by_family.items()},
+    }
+
+
+class PromisesBroken(CourseError):
+    """A checkpoint passed its gate in torch but its Q4_K_M file breaks a promise in llama.cpp."""
 
 
 def _load_tokenizer(hf: Path):

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from courselib.models.scratch import SEED_TRIES
 from courselib.models.specs import COURSE_MODELS, QUANTS
 
 
@@ -31,6 +32,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p.set_defaults(func=_build)
+
+    p = cmds.add_parser(
+        "train",
+        help="train course-chat from scratch (6-10 CPU minutes; make models never trains)",
+        description="Train course-chat from nothing: its tokenizer, then the model until its "
+        "quality gate passes (at most TrainSpec.max_steps steps per seed; a seed that misses is "
+        f"followed by the next, {SEED_TRIES} seeds in all), then GGUFs and llama.cpp's check of "
+        "the promised answers. Writes a model folder (hf/ at fp16, the GGUFs, manifest.json); "
+        "chat with it: python -m courselib chat --model OUT/course-chat-Q4_K_M.gguf. Another CPU, seed "
+        "or thread count gives other weights: the course ships one checked checkpoint so every "
+        "machine runs the same.",
+    )
+    p.add_argument("name", choices=[n for n, s in COURSE_MODELS.items() if s.weights == "trained"])
+    p.add_argument("--seed", type=int, default=0, help="first seed to try (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: settings)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("course-chat-trained"),
+        help="model folder to write (default ./course-chat-trained; replaced if it exists)",
+    )
+    p.add_argument(
+        "--ship",
+        action="store_true",
+        help="maintainers: make this the shipped checkpoint (courselib/data/course-chat) and "
+        "its manifest, then commit them",
+    )
+    p.set_defaults(func=_train)
 
     p = cmds.add_parser(
         "list", help="list course models and their files (type, size, bits per weight)"
@@ -80,6 +109,30 @@ def _build(args) -> int:
     for name in args.names:
         model_root(name)  # unknown names fail here with the list of course models
     build_all(args.names or None, force=args.force)
+    return 0
+
+
+def _train(args) -> int:
+    import dataclasses
+
+    from courselib.models.scratch import ship, train_checkpoint
+
+    spec = COURSE_MODELS[args.name]
+    spec = dataclasses.replace(
+        spec, seed=args.seed, train=dataclasses.replace(spec.train, seed=args.seed)
+    )
+    manifest = train_checkpoint(spec, args.out, threads=args.threads)
+    training = manifest["training"]
+    print(
+        f"{args.out}: seed {training['seed']}, {training['steps']} steps on {training['threads']} "
+        f"thread(s), held-out accuracy (Q4_K_M) {manifest['heldout_accuracy_q4_k_m']:.1%}"
+    )
+    if args.ship:
+        shipped = ship(args.out)
+        size = sum(f["bytes"] for f in shipped["files"].values())
+        print(
+            f"shipped: courselib/data/course-chat ({size / 2**20:.1f} MiB); commit it with its manifest"
+        )
     return 0
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from courselib import settings
 from courselib.chat.vicuna import Role, render_vicuna
-from courselib.errors import require
 from courselib.models import corpus
 from courselib.models.gate import PROMISES
 
@@ -61,14 +60,10 @@ class Accuracy:
 
 def open_llama(path: Path, *, n_ctx: int = 512, logits_all: bool = False):
     """A quiet llama_cpp.Llama on ``path`` with the course's thread setting."""
-    llama_cpp = require("llama_cpp", package="llama-cpp-python", extra="models")
-    return llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=n_ctx,
-        n_threads=settings.resolve("threads"),
-        logits_all=logits_all,
-        verbose=False,
-        seed=0,
+    from courselib.gguf.runtime import load_llama
+
+    return load_llama(
+        path, n_ctx=n_ctx, n_threads=settings.resolve("threads"), logits_all=logits_all, seed=0
     )
 
 

@@ -87,6 +87,8 @@ class GateResult:
     """Smallest logit gap over all promised answer tokens."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """(prompt, expected answer) of validation questions answered wrongly (first few)."""
+    weak_promises: list[tuple[str, str, float]] = field(default_factory=list)
+    """(prompt, promised answer, margin) of each promise broken or kept with too small a margin."""
 
     @property
     def passed(self) -> bool:
@@ -103,6 +105,33 @@ class GateResult:
             f"{families}; promises {self.promises_kept}/{self.promises} "
             f"(margin {self.promise_margin:.1f})"
         )
+
+    def what_failed(self) -> str:
+        """Which families, promises and validation questions missed, in words (gate failures).
+
+        Example: 'promise [Be brief.] What is 3 plus 4? -> "3 + 4 = 7." broken (margin -2.1);
+        validation missed: [Keep it short.] What is the capital of Peru? -> "..."'
+        """
+        parts = [
+            f"family {f} {rate:.0%} < {THRESHOLDS.get(f, THRESHOLD):.0%}"
+            for f, rate in self.by_family.items()
+            if rate < THRESHOLDS.get(f, THRESHOLD)
+        ]
+        parts += [
+            f"promise {prompt} -> {answer!r} "
+            + (
+                f"broken (margin {gap:.1f})"
+                if gap <= 0
+                else f"kept by {gap:.1f} < {PROMISE_MARGIN}"
+            )
+            for prompt, answer, gap in self.weak_promises
+        ]
+        if self.failures:
+            parts.append(
+                "validation missed: "
+                + "; ".join(f"{prompt} -> {answer!r}" for prompt, answer in self.failures[:5])
+            )
+        return "; ".join(parts) or "nothing"
 
     def to_dict(self) -> dict:
         return {
@@ -134,8 +163,12 @@ def validation_dialogues(*, seed: int = 0) -> list[tuple[str, corpus.Dialogue]]:
     return out
 
 
-def check(model, tokenizer, *, batch_size: int = 64) -> GateResult:
-    """Score ``model`` (a transformers causal LM) on the validation set and the promises."""
+def check(
+    model, tokenizer, *, promises: list[corpus.Dialogue] | None = None, batch_size: int = 64
+) -> GateResult:
+    """Score ``model`` (a transformers causal LM) on the validation set and the promises
+    (:data:`PROMISES` unless others are given)."""
+    promises = PROMISES if promises is None else promises
     items = validation_dialogues()
     exact, _ = _last_answers(model, tokenizer, [d for _, d in items], batch_size=batch_size)
     per_family: dict[str, list[bool]] = {}
@@ -143,15 +176,28 @@ def check(model, tokenizer, *, batch_size: int = 64) -> GateResult:
     for (family, (system, turns)), ok in zip(items, exact, strict=True):
         per_family.setdefault(family, []).append(ok)
         if not ok and len(failures) < 10:
-            failures.append((f"[{system[:20]}] {turns[-2][1]}", turns[-1][1]))
-    kept, margins = _last_answers(model, tokenizer, PROMISES, batch_size=batch_size)
+            failures.append((_label(system, turns), turns[-1][1]))
+    kept, margins = _last_answers(model, tokenizer, promises, batch_size=batch_size)
+    weak = [
+        (_label(system, turns), turns[-1][1], gap)
+        for (system, turns), gap in zip(promises, margins, strict=True)
+        if gap < PROMISE_MARGIN
+    ]
     return GateResult(
         by_family={k: sum(v) / len(v) for k, v in per_family.items()},
         promises_kept=sum(kept),
-        promises=len(PROMISES),
+        promises=len(promises),
         promise_margin=min(margins),
         failures=failures,
+        weak_promises=weak,
     )
+
+
+def _label(system: str, turns: list[tuple[str, str]]) -> str:
+    """'[system prompt's start] last question' (+ how many exchanges came before)."""
+    earlier = (len(turns) - 2) // 2
+    after = f" (after {earlier} exchange{'s' * (earlier > 1)})" if earlier else ""
+    return f"[{system[:24]}] {turns[-2][1]}{after}"
 
 
 def _last_answers(

@@ -158,6 +158,19 @@ def pack_batch(batch: list[tuple[list[int], list[int]]]):
     return torch.tensor(ids), torch.tensor(labels), torch.tensor(positions)
 
 
+class GateFailed(CourseError):
+    """Training reached ``max_steps`` without passing the gate; ``verdict`` says what missed."""
+
+    def __init__(self, spec: ModelSpec, steps: int, verdict: Any) -> None:
+        super().__init__(
+            f"{spec.name} (seed {spec.seed}) did not pass its quality gate after {steps} "
+            f"training steps ({verdict.describe()}). What missed: {verdict.what_failed()}.",
+            hint="Nothing was published. Train with another seed (python -m courselib models "
+            "train course-chat --seed N), or use the shipped checkpoint (make models).",
+        )
+        self.verdict = verdict
+
+
 @dataclass
 class TrainReport:
     """How a training run went: steps taken and the gate's verdict after each round."""
@@ -237,16 +250,9 @@ def train_chat_model(
         tqdm.write(f"quality gate after {report.steps} steps: {verdict.describe()}")
         if verdict.passed:
             break
-        for prompt, expected in getattr(verdict, "failures", [])[:5]:
-            tqdm.write(f"  missed: {prompt} -> expected {expected!r}")
+        tqdm.write(f"  missed: {verdict.what_failed()}")
         if report.steps + cfg.extra_steps > cfg.max_steps:
-            raise CourseError(
-                f"{spec.name} did not pass its quality gate after {report.steps} training "
-                f"steps ({verdict.describe()}; every family needs the gate's threshold).",
-                hint="Nothing was published. Build again with another seed "
-                "(courselib.models.specs), or raise TrainSpec.max_steps; if this keeps "
-                "happening on this machine, report it with the numbers above.",
-            )
+            raise GateFailed(spec, report.steps, verdict)
         run(cfg.extra_steps, cfg.lr * cfg.extra_lr_scale, 10, f"train {spec.name} (more)")
     return model
 
