@@ -92,7 +92,10 @@ def tiny(tmp_path_factory):
 
 def _verdict(passed: bool) -> SimpleNamespace:
     return SimpleNamespace(
-        passed=passed, describe=lambda: "capital 10%", to_dict=lambda: {"ok": passed}
+        passed=passed,
+        describe=lambda: "capital 10%",
+        what_failed=lambda: "family capital 10% < 95%",
+        to_dict=lambda: {"ok": passed},
     )
 
 
@@ -130,7 +133,54 @@ def test_a_build_that_never_passes_fails_at_the_cap(tiny) -> None:
             report=report,
         )
     assert "capital 10%" in info.value.message and "Nothing was published" in info.value.hint
+    assert "What missed: family capital 10% < 95%" in info.value.message
     assert report.steps == 4 == spec.train.max_steps
+
+
+def test_the_gate_names_the_promise_a_model_cannot_keep(chat, tokenizer) -> None:
+    # the shipped course-chat keeps every promise; one it cannot keep (a wrong capital) must
+    # be named, with its system prompt, in what the failure says
+    transformers = pytest.importorskip("transformers")
+    from courselib.chat.vicuna import VICUNA_SYSTEM
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(chat))
+    wrong = (VICUNA_SYSTEM, [("user", "What is the capital of Japan?"),
+                             ("assistant", "The capital of Japan is Paris.")])  # fmt: skip
+    kept = gate.check(model, tokenizer)
+    assert kept.passed and kept.weak_promises == []
+    result = gate.check(model, tokenizer, promises=[*gate.PROMISES, wrong])
+    assert not result.passed and result.promises_kept == len(gate.PROMISES)
+    text = result.what_failed()
+    assert "promise [A chat between a curious] What is the capital of Japan? -> " in text
+    assert "'The capital of Japan is Paris.' broken (margin -" in text
+    assert "Tokyo" not in text  # the kept promises are not listed
+
+
+def test_a_seed_that_misses_is_followed_by_the_next(tiny, tmp_path) -> None:
+    # seeds 0 and 1 miss the gate at the step cap; seed 2 passes it, but a model trained for
+    # 4 steps cannot keep the promises in llama.cpp: three seeds, each named, then nothing
+    from courselib.models.scratch import train_checkpoint
+
+    spec, _ = tiny
+    calls = iter([False] * 6 + [True])  # 3 gate checks per seed (steps 2, 3, 4)
+    logs: list[str] = []
+    with pytest.raises(CourseError) as info:
+        train_checkpoint(
+            dataclasses.replace(spec, vocab_size=512),
+            tmp_path / "out",
+            threads=1,
+            gate=lambda _m, _t: _verdict(next(calls)),
+            log=logs.append,
+        )
+    said = "\n".join(logs)
+    assert "trying seed 1 by itself (attempt 2 of 3)" in said
+    assert "trying seed 2 by itself (attempt 3 of 3)" in said
+    assert "seed 2 passed the gate but" in said
+    message = info.value.message
+    assert "with any of 3 seeds (0-2)" in message
+    assert "seed 0: family capital 10% < 95%" in message and "seed 1: family" in message
+    assert "seed 2: course-chat's Q4_K_M file breaks" in message
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_gate_scores_a_random_model_low_and_counts_every_item(tiny) -> None:

@@ -138,7 +138,7 @@ def _bitsandbytes() -> str:
 
 
 def _data_dir() -> str:
-    root = settings.data_dir()
+    root = Path(settings.resolve("data_dir"))
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root):

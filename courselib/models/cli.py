@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser(
         "build",
         help="build the course models (a few CPU minutes; cached)",
-        description="Train/initialise the course models, convert them to GGUF (F32, F16) and "
-        "quantize them (Q8_0, Q4_0, Q4_K_M). Skips models whose inputs did not change.",
+        description="Make the course models: course-chat from the shipped checkpoint (its "
+        "sha256 sums checked; never trained here), course-bench from random weights; convert "
+        "them to GGUF (F32, F16), quantize them (Q8_0, Q4_0, Q4_K_M) and check course-chat's "
+        "promised answers in this machine's llama.cpp. Skips models whose inputs did not change.",
     )
     p.add_argument(
         "names",

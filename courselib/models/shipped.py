@@ -64,7 +64,7 @@ def verify(root: Path = SHIPPED_DIR) -> dict[str, Any]:
         raise CourseError(
             f"The shipped course-chat checkpoint is damaged: {path} {bad}.",
             hint="Restore it from the repository (git checkout -- courselib/data/course-chat); "
-            "a git clone without LFS or a partial copy loses it.",
+            "an edit, a partial copy or a checkout that stopped half-way changes it.",
         )
     return manifest
 
