@@ -68,6 +68,15 @@ def course_gguf(course_models) -> Callable[..., Path]:
     return lambda name="course-chat", quant="Q4_K_M": gguf_file(name, quant, data_dir=_DATA_DIR)
 
 
+@pytest.fixture(scope="session")
+def training_llama(tmp_path_factory) -> Path:
+    """A random 58M-parameter LLaMA checkpoint (``memory_tiny.TRAINING``), written once per
+    session: the training-memory tests (Lab 03, Lab 04) measure their peaks on it."""
+    from memory_tiny import TRAINING, save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("training-llama"), **TRAINING)
+
+
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""

@@ -4,7 +4,6 @@ on a small random LLaMA, beside its estimate, in a table against its group's bas
 from __future__ import annotations
 
 import pytest
-from memory_tiny import MID, save_tiny_llama
 
 from courselib.errors import CourseError
 from courselib.measure.savings import Saving, compare_savings, savings_table
@@ -32,11 +31,12 @@ def test_settings_that_cannot_be_measured_are_refused_before_any_measurement(tmp
 
 
 @pytest.mark.slow
-def test_methods_and_tips_measured_beside_their_estimates(tmp_path):
+def test_methods_and_tips_measured_beside_their_estimates(training_llama):
     pytest.importorskip("peft")
-    # 19M parameters (as test_memory_measure's): the model, not fixed costs, sets the peaks
-    model = save_tiny_llama(tmp_path / "mid", **MID)
-    rows = compare_savings(model, batch=2, seq_len=128, tip_batch=4, grad_accum=2, threads=1)
+    # 58M parameters (memory_tiny.TRAINING): the model, not fixed costs, sets the peaks
+    rows = compare_savings(
+        training_llama, batch=2, seq_len=128, tip_batch=4, grad_accum=2, threads=1
+    )
     table = savings_table(rows).set_index("setting")
     assert list(table.index) == [
         "full",
@@ -52,8 +52,8 @@ def test_methods_and_tips_measured_beside_their_estimates(tmp_path):
     assert peak["qlora"] < peak["lora"] < 0.5  # what the methods are for
     for tip in ("batch 2 x 2 accumulated", "bf16 weights + autocast", "gradient checkpointing"):
         assert peak[tip] < 0.9, table.to_string()
-    # r=8 on q_proj (512 -> 512) and v_proj (512 -> 4 KV heads x 64) in 6 layers
-    lora_params = 6 * 8 * ((512 + 512) + (512 + 256))
+    # r=8 on q_proj (768 -> 768) and v_proj (768 -> 4 KV heads x 64) in 8 layers
+    lora_params = 8 * 8 * ((768 + 768) + (768 + 256))
     assert table["trainable"]["lora"] == table["trainable"]["qlora"] == lora_params
     assert (table["s/step"] > 0).all()
     # full and LoRA within 10% of the estimator, as compare_training's rows

@@ -244,6 +244,7 @@ def grade(
             f"isolation = 'sandbox' cannot run here: {problem}; or grade with isolation = "
             "'namespaces'"
         )
+    _llama_must_run()
     workers = max(1, workers)
     if settings.kernel_threads <= 0:
         settings.kernel_threads = max(1, (os.cpu_count() or 1) // workers)
@@ -269,6 +270,28 @@ def grade(
         shutil.rmtree(scratch, ignore_errors=True)
     report.seconds = monotonic() - start
     return report
+
+
+def _llama_must_run() -> None:
+    """Stop before grading if llama.cpp dies on this machine (a build with instructions the CPU
+    lacks): every lab kernel that opens a GGUF would fail and each student would score 0 for
+    it. Checked once per build and CPU; the answer is cached in the data dir, where the
+    kernels find it instead of probing again."""
+    from courselib.errors import CourseError as LibraryError
+    from courselib.gguf.runtime import ensure_llama_runs
+    from courselib.models import gguf_file
+
+    try:
+        course_chat = gguf_file("course-chat", "Q4_K_M")
+    except LibraryError:
+        return  # course models not built: the labs that use them say so in their own cells
+    try:
+        ensure_llama_runs(course_chat)
+    except LibraryError as exc:
+        raise CourseError(
+            f"nothing was graded: llama.cpp cannot run on this machine. {exc.message} "
+            f"What to do: {exc.hint}"
+        ) from None
 
 
 def _grade_jobs(
