@@ -29,14 +29,30 @@ def _value(text: str):
 
 
 def _course(args):
-    from autograder.course import Course, CourseError
+    from autograder.course import Course
+    from courselib.errors import CourseError
 
     course = Course(Path(args.course).resolve())
     if not (course.root / "nbgrader_config.py").exists():
         raise CourseError(
-            f"{course.root} is not a course directory: run `python -m autograder setup` first"
+            f"{course.root} is not a course directory (it has no nbgrader_config.py).",
+            hint=f"Run `python -m autograder setup {course.root}` first, or name the course's folder.",
         )
     return course
+
+
+def _labs(course, names: list[str]) -> list[str]:
+    """``names`` if the course has each of them (default: all its labs), else a CourseError."""
+    from courselib.errors import CourseError
+
+    known = course.assignments()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CourseError(
+            f"{course.root} has no lab {unknown[0]!r}.",
+            hint=f"Name one of: {', '.join(known) or '(none: run setup)'}.",
+        )
+    return names or known
 
 
 def _settings(args, course, assignment: str) -> GradeSettings:
@@ -69,7 +85,7 @@ def cmd_generate(args) -> int:
     from autograder.course import generate
 
     course = _course(args)
-    for lab in args.lab or course.assignments():
+    for lab in _labs(course, args.lab):
         points = generate(course, lab)
         print(f"{lab}: {len(points)} test cells, {sum(points.values()):g} points")
     return 0
@@ -78,7 +94,9 @@ def cmd_generate(args) -> int:
 def cmd_collect(args) -> int:
     from autograder.collect import collect
 
-    report = collect(_course(args), args.lab, args.source, pattern=args.pattern, max_mb=args.max_mb)
+    course = _course(args)
+    _labs(course, [args.lab])
+    report = collect(course, args.lab, args.source, pattern=args.pattern, max_mb=args.max_mb)
     print(f"took in {len(report.taken)} submissions of {args.lab}")
     for name, why in report.skipped:
         print(f"  skipped {name}: {why}")
@@ -89,7 +107,7 @@ def cmd_grade(args) -> int:
     from autograder.grade import grade
 
     course = _course(args)
-    labs = [args.lab] if args.lab else course.assignments()
+    labs = _labs(course, [args.lab] if args.lab else [])
     failed = 0
     for lab in labs:
         report = grade(
@@ -128,7 +146,7 @@ def cmd_export(args) -> int:
     course = _course(args)
     report = export(
         course,
-        args.lab or None,
+        _labs(course, args.lab) if args.lab else None,
         out=args.out,
         feedback=not args.no_feedback,
         show_hidden=args.show_hidden,
@@ -308,14 +326,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autograder.course import CourseError
+    """Run one command; exit status as every course command (:mod:`courselib.errors`)."""
+    from courselib.errors import run_command
 
     args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except CourseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

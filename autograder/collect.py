@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from autograder.course import Course
+from courselib.errors import CourseError
 
 IGNORED_PARTS = {"__MACOSX", ".ipynb_checkpoints"}
 
@@ -125,6 +126,12 @@ def collect(
 ) -> CollectReport:
     """Copy every student's notebook from ``src`` (folder or .zip) into ``submitted/``."""
     src = Path(src)
+    if not src.is_dir() and not zipfile.is_zipfile(src):
+        raise CourseError(
+            f"{src} is {'not a zip archive' if src.exists() else 'not there'}: submissions come "
+            "as a folder or a .zip of notebooks.",
+            hint="Name the folder or the .zip your learning platform exported (e.g. export.zip).",
+        )
     report = CollectReport()
     regex = re.compile(pattern) if pattern else None
     with tempfile.TemporaryDirectory() as tmp:

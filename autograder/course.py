@@ -31,16 +31,14 @@ from typing import Any, Literal, get_args
 
 import nbformat
 
+from courselib.errors import CourseError
+
 CONFIG_FILE = "autograder.toml"
 Isolation = Literal["none", "namespaces", "sandbox"]
 ISOLATIONS: tuple[str, ...] = get_args(Isolation)
 """How far each kernel is kept from the grader: see ``GradeSettings.isolation``."""
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
-
-
-class CourseError(RuntimeError):
-    """Something about the course directory or a lab is wrong; the message says what to do."""
 
 
 @dataclass
@@ -196,12 +194,18 @@ def setup(
     labs = Path(labs_dir)
     names = assignments or sorted(p.parent.name for p in labs.glob("*/*.ipynb"))
     if not names:
-        raise CourseError(f"no lab notebooks in {labs}/<lab>/<lab>.ipynb")
+        raise CourseError(
+            f"There are no lab notebooks in {labs} (looked for {labs}/<lab>/<lab>.ipynb).",
+            hint="Pass --labs with the folder holding the course's labs (the repository's labs/).",
+        )
     course.root.mkdir(parents=True, exist_ok=True)
     for name in names:
         src = labs / name
         if not (src / f"{name}.ipynb").exists():
-            raise CourseError(f"{src}/{name}.ipynb does not exist")
+            raise CourseError(
+                f"{src}/{name}.ipynb does not exist.",
+                hint=f"Name one of the labs in {labs}, or fix the --labs folder.",
+            )
         dest = course.dir("source", name)
         if dest.exists():
             shutil.rmtree(dest)
@@ -224,11 +228,17 @@ def generate(course: Course, assignment: str) -> dict[str, float]:
     a hidden test, or has no graded cell.
     """
     if not course.source_notebook(assignment).exists():
-        raise CourseError(f"no {course.source_notebook(assignment)}: run setup first")
+        raise CourseError(
+            f"{course.source_notebook(assignment)} does not exist.",
+            hint=f"Run `python -m autograder setup {course.root}` first.",
+        )
     with venv_on_path():
         result = course.api().generate_assignment(assignment, force=True)
     if not result["success"]:
-        raise CourseError(f"nbgrader generate_assignment {assignment} failed:\n{result['log']}")
+        raise CourseError(
+            f"nbgrader could not make the student version of {assignment}:\n{result['log']}",
+            hint="Fix the source notebook where nbgrader's log above says, then run setup again.",
+        )
     return check_release(course, assignment)
 
 
@@ -238,14 +248,21 @@ def check_release(course: Course, assignment: str) -> dict[str, float]:
     text = "\n".join(c.source for c in release.cells)
     for marker in (SOLUTION_BEGIN, SOLUTION_END, HIDDEN_BEGIN, HIDDEN_END):
         if marker in text:
-            raise CourseError(f"the student version of {assignment} still contains {marker!r}")
+            raise CourseError(
+                f"The student version of {assignment} still contains {marker!r}.",
+                hint="Close every solution or hidden-test block in the source notebook "
+                "(### END ...), then run setup again.",
+            )
     points = {
         c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader.get("points", 0))
         for c in release.cells
         if c.metadata.get("nbgrader", {}).get("grade")
     }
     if not points or sum(points.values()) <= 0:
-        raise CourseError(f"{assignment} has no graded cell with points")
+        raise CourseError(
+            f"{assignment} has no graded cell with points.",
+            hint="Give its test cells points (nbgrader metadata), then run setup again.",
+        )
     return points
 
 

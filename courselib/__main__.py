@@ -2,7 +2,8 @@
 
 Each subcommand lives in the module of its concept and exposes ``register(subparsers)``, which
 adds its parser and sets ``func`` (called with the parsed args, returns an exit code). Those
-modules import only light things at top level, so ``--help`` is instant.
+modules import only light things at top level, so ``--help`` is instant. Exit status: see
+:mod:`courselib.errors` (0 done, 1 failures found, 2 a mistake to fix, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import sys
 
 from courselib import settings
-from courselib.errors import CourseError
+from courselib.errors import EXIT_MISTAKE, run_command
 
 # subcommand module -> registered by it (order = order in --help)
 SUBCOMMAND_MODULES = [
@@ -43,15 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except CourseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_MISTAKE
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

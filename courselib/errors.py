@@ -9,11 +9,31 @@ Example::
 
     raise CourseError("Model file /x.gguf does not exist.",
                       hint="Run `python -m courselib models build` or pass another path.")
+
+Every command of the course (``python -m courselib``, ``python -m autograder``,
+``python -m server_setup``) exits with the same status for the same outcome::
+
+    0    done: the work ran and everything passed
+    1    the work ran and found failures (a check failed, a model does not fit, a grade
+         differs from the expected one); the output says which
+    2    nothing was done: a mistake in the command, its settings or its input (a
+         CourseError, printed as "error: what happened" and "  What to do: ..."; argparse's
+         usage errors use 2 too)
+    130  interrupted (Ctrl-C)
+
+:func:`run_command` is what each CLI's ``main`` calls to apply it.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_MISTAKE = 2
+EXIT_INTERRUPTED = 130
 
 
 class CourseError(Exception):
@@ -30,6 +50,22 @@ class CourseError(Exception):
     def _render_traceback_(self) -> list[str]:
         # IPython calls this instead of printing a traceback: students see two lines.
         return [f"CourseError: {self}"]
+
+
+def run_command(command: Callable[[], int | None]) -> int:
+    """Run a CLI command; its exit status by the convention above.
+
+    A :class:`CourseError` is printed as its two lines on stderr (no traceback) and exits 2;
+    Ctrl-C exits 130. Example: ``sys.exit(run_command(lambda: args.func(args)))``.
+    """
+    try:
+        return int(command() or EXIT_OK)
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MISTAKE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 class MissingDependencyError(CourseError):

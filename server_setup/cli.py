@@ -32,7 +32,7 @@ import argparse
 import json
 import sys
 
-from courselib.errors import CourseError
+from courselib.errors import EXIT_MISTAKE, CourseError, run_command
 from server_setup import cli_check, cli_local
 
 _PLAN_HELP = """\
@@ -228,9 +228,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except CourseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_MISTAKE
+    return run_command(lambda: args.func(args))

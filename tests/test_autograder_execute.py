@@ -193,8 +193,8 @@ def test_the_sandbox_reaches_the_course_server_and_nothing_else(tmp_path, monkey
 
 
 def test_a_route_to_the_server_by_ip_dials_loopback_and_refuses_low_ports(tmp_path):
-    from autograder.course import CourseError
     from autograder.grade.sandbox import route_to_server
+    from courselib.errors import CourseError
 
     route = route_to_server("http://10.1.2.3:8000/v1", tmp_path)
     assert (route.url, route.host, route.port) == ("http://127.0.0.1:8000/v1", "10.1.2.3", 8000)

@@ -387,15 +387,15 @@ def test_docstring_examples(module):
 def test_a_grader_where_llama_cpp_dies_grades_nothing(tmp_path, monkeypatch, course_models):
     # the real probe (a child that generates with course-chat) is tested in
     # test_models_shipped; here a build that dies must stop the batch before any kernel starts
-    from autograder.course import CourseError, setup
+    from autograder.course import setup
     from autograder.grade import run as grading
-    from courselib.errors import CourseError as LibraryError
+    from courselib.errors import CourseError
     from courselib.gguf import runtime
 
     def dies(path):
-        raise LibraryError("llama.cpp died with SIGILL", hint="make venv")
+        raise CourseError("llama.cpp died with SIGILL", hint="make venv")
 
     monkeypatch.setattr(runtime, "ensure_llama_runs", dies)
     course = setup(tmp_path / "course", labs_dir=LABS_DIR, assignments=["lab01_local_chat"])
-    with pytest.raises(CourseError, match="nothing was graded: llama.cpp cannot run on this"):
+    with pytest.raises(CourseError, match="Nothing was graded: llama.cpp cannot run on this"):
         grading.grade(course, "lab01_local_chat", progress=False)

@@ -106,7 +106,7 @@ def test_ctrl_c_stops_the_reply_but_not_the_chat(capsys, request):
 
 def test_missing_model_is_a_one_line_error(tmp_path):
     result = run_cli("--model", str(tmp_path / "missing.gguf"), "--prompt", "hi")
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: Model file") and "Traceback" not in result.stderr
 
 

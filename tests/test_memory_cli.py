@@ -96,11 +96,11 @@ def test_gguf_path_is_read_from_its_header(tmp_path, capsys):
 
 def test_mistakes_are_two_line_errors(capsys):
     code, _, err = run_cli("--model", "llama-99b", capsys=capsys)
-    assert code == 1 and "Unknown model 'llama-99b'" in err and "What to do:" in err
+    assert code == 2 and "Unknown model 'llama-99b'" in err and "What to do:" in err
     code, _, err = run_cli("--model", "llama-7b", "--dtype", "int3", capsys=capsys)
-    assert code == 1 and "Unknown precision 'int3'" in err
+    assert code == 2 and "Unknown precision 'int3'" in err
     code, _, err = run_cli("--method", "lora", "--lora-targets", "wq", capsys=capsys)
-    assert code == 1 and "LoRA target 'wq'" in err
+    assert code == 2 and "LoRA target 'wq'" in err
 
 
 def test_help_and_import_stay_light():

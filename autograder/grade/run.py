@@ -38,12 +38,13 @@ from nbgrader.api import Gradebook
 from tqdm.auto import tqdm
 
 from autograder.collect import submissions
-from autograder.course import Course, CourseError, GradeSettings, settings_dict
+from autograder.course import Course, GradeSettings, settings_dict
 from autograder.grade.execute import namespaces_work
 from autograder.grade.job import Job, Result, fingerprint, sha256_file
 from autograder.grade.ledger import Ledger
 from autograder.grade.pipeline import scored_zero
 from autograder.grade.sandbox import sandbox_problem
+from courselib.errors import CourseError
 
 MAX_POOL_RESTARTS = 5
 KILLED_WORKER = (
@@ -52,7 +53,7 @@ KILLED_WORKER = (
 )
 
 
-class GradingStopped(RuntimeError):
+class GradingStopped(CourseError):
     """Workers kept dying; what was graded is saved, a re-run goes on from there."""
 
 
@@ -206,13 +207,18 @@ def _run_pool(
             idle_breaks += 1
             if idle_breaks >= 2:
                 raise GradingStopped(
-                    "worker processes die before grading anything (in a script, call grade() "
-                    "under `if __name__ == '__main__':`, workers are spawned)"
+                    "The grading workers die before grading anything.",
+                    hint="In a script, call grade() under `if __name__ == '__main__':` (workers "
+                    "are spawned processes that import the script).",
                 )
         alone += [j for j in broken if j.student in started]
         pending = [j for j in broken if j.student not in started]
         if restarts > MAX_POOL_RESTARTS + len(jobs):
-            raise GradingStopped("grading workers keep dying; run grade again to go on")
+            raise GradingStopped(
+                "Grading stopped: its workers keep dying. What was graded is saved.",
+                hint="Run the same grade command again: it goes on from there (look for a "
+                "submission that kills the process grading it, or memory running out).",
+            )
     return restarts
 
 
@@ -236,13 +242,15 @@ def grade(
     settings = replace(settings or course.settings())
     if settings.isolation == "namespaces" and not namespaces_work():
         raise CourseError(
-            "isolation = 'namespaces' needs `unshare` and unprivileged user namespaces "
-            "(sysctl kernel.unprivileged_userns_clone=1); set isolation = 'none' or enable them"
+            "isolation = 'namespaces' needs `unshare` and unprivileged user namespaces, which "
+            "this machine does not give.",
+            hint="Enable them (sysctl kernel.unprivileged_userns_clone=1) or set isolation = "
+            "'none'.",
         )
     if settings.isolation == "sandbox" and (problem := sandbox_problem()) is not None:
         raise CourseError(
-            f"isolation = 'sandbox' cannot run here: {problem}; or grade with isolation = "
-            "'namespaces'"
+            f"isolation = 'sandbox' cannot run here: {problem}.",
+            hint="Fix that, or grade with isolation = 'namespaces'.",
         )
     _llama_must_run()
     workers = max(1, workers)
@@ -277,20 +285,19 @@ def _llama_must_run() -> None:
     lacks): every lab kernel that opens a GGUF would fail and each student would score 0 for
     it. Checked once per build and CPU; the answer is cached in the data dir, where the
     kernels find it instead of probing again."""
-    from courselib.errors import CourseError as LibraryError
     from courselib.gguf.runtime import ensure_llama_runs
     from courselib.models import gguf_file
 
     try:
         course_chat = gguf_file("course-chat", "Q4_K_M")
-    except LibraryError:
+    except CourseError:
         return  # course models not built: the labs that use them say so in their own cells
     try:
         ensure_llama_runs(course_chat)
-    except LibraryError as exc:
+    except CourseError as exc:
         raise CourseError(
-            f"nothing was graded: llama.cpp cannot run on this machine. {exc.message} "
-            f"What to do: {exc.hint}"
+            f"Nothing was graded: llama.cpp cannot run on this machine. {exc.message}",
+            hint=exc.hint,
         ) from None
 
 

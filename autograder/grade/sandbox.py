@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from autograder.course import CourseError
 from autograder.grade import limits
+from courselib.errors import CourseError
 
 NOBODY = 65534
 ETC_FILES = (
