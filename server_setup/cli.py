@@ -155,31 +155,11 @@ def _render_parser(sub: argparse._SubParsersAction) -> None:
         description=_RENDER_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from server_setup.settings import add_settings
+
     p.add_argument("settings", nargs="?", help="the deployment's TOML settings file")
     add_settings(p)
     p.set_defaults(func=_run_render)
-
-
-def add_settings(p: argparse.ArgumentParser) -> None:
-    """One flag per Deployment field (--max-seqs ...); each overrides its env var and the file."""
-    from server_setup.settings import FIELDS, env_name
-
-    group = p.add_argument_group("settings (each overrides its env variable and the file)")
-    for name, f in FIELDS.items():
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            default=None,
-            metavar=type(f.default).__name__.upper(),
-            help=f"{f.metadata['doc']} [{env_name(name)}; default {f.default!r}]",
-        )
-
-
-def load_settings(args: argparse.Namespace):
-    """The Deployment from args.settings (a file or None) and the settings flags."""
-    from server_setup.settings import FIELDS, load
-
-    return load(args.settings, overrides={name: getattr(args, name) for name in FIELDS})
 
 
 def _run_render(args: argparse.Namespace) -> int:
@@ -188,6 +168,7 @@ def _run_render(args: argparse.Namespace) -> int:
     from server_setup.local import Local
     from server_setup.render import render, write
     from server_setup.report import refusal, table
+    from server_setup.settings import load_settings
 
     d = load_settings(args)
     result = render(d)

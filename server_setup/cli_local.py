@@ -31,7 +31,7 @@ EnvironmentFile=, compose env_file) and keys/engine-auth.conf (nginx), both 0600
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from server_setup.cli import add_settings
+    from server_setup.settings import add_settings
 
     p = sub.add_parser(
         "up",
@@ -93,7 +93,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from server_setup.cli import load_settings
+    from server_setup.settings import load_settings
 
     return load_settings(args)
 

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import ipaddress
 import json
@@ -322,3 +323,21 @@ def example_toml(*, model: str = "wizard-vicuna-13b") -> str:
             lines.append(f"# {name} = {toml_value(f.default)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def add_settings(p: argparse.ArgumentParser) -> None:
+    """One flag per Deployment field (--max-seqs ...); each overrides its env var and the file."""
+    group = p.add_argument_group("settings (each overrides its env variable and the file)")
+    for name, f in FIELDS.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar=type(f.default).__name__.upper(),
+            help=f"{f.metadata['doc']} [{env_name(name)}; default {f.default!r}]",
+        )
+
+
+def load_settings(args: argparse.Namespace) -> Deployment:
+    """The Deployment from args.settings (a file or None) and the settings flags."""
+    return load(args.settings, overrides={name: getattr(args, name) for name in FIELDS})

@@ -15,7 +15,7 @@ import sys
 import pytest
 from memory_tiny import save_tiny_llama
 
-from courselib.errors import require_bitsandbytes
+from courselib.nf4 import require_bitsandbytes
 
 pytest.importorskip("bitsandbytes")
 
@@ -27,7 +27,7 @@ AS_ON_AVX512_BF16 = """
 import importlib, sys, warnings
 warnings.simplefilter("ignore")  # torch: "Overriding a previously registered kernel"
 if sys.argv[1] == "courselib":
-    from courselib.errors import require_bitsandbytes
+    from courselib.nf4 import require_bitsandbytes
     require_bitsandbytes()
 import bitsandbytes.functional
 sys.modules["kernels"] = None  # as when it is not installed (ImportError), whatever is here

@@ -1,4 +1,7 @@
-"""The package's shape: no import cycles, layers that point one way, a README that tells it.
+"""The project's shape: no import cycles, layers that point one way, a README that tells it.
+
+Four packages: courselib at the bottom, autograder and server_setup beside each other above
+it (neither imports the other), bench on top; every import points down.
 
 Imports are read from the source (ast), at module level and inside functions alike (a lazy
 import still ties two modules together); imports under ``if TYPE_CHECKING:`` are annotations
@@ -15,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "courselib"
+PACKAGES = ("courselib", "autograder", "server_setup", "bench")
 
 
 def _module_name(path: Path) -> str:
@@ -22,7 +26,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+MODULES = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
 
 
 def _type_checking_lines(tree: ast.AST) -> set[int]:
@@ -35,8 +39,9 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
 
 
 def imports_of(name: str) -> set[str]:
-    """The courselib modules ``name`` imports (a submodule named in ``from pkg import sub``
-    counts as the submodule, any other name as the package)."""
+    """The project's modules ``name`` imports (a submodule named in ``from pkg import sub``
+    counts as the submodule, any other name as the package; the four top-level packages'
+    own ``__init__`` is left out, as everything may name what it re-exports)."""
     tree = ast.parse(MODULES[name].read_text())
     skip = _type_checking_lines(tree)
     out = set()
@@ -49,7 +54,7 @@ def imports_of(name: str) -> set[str]:
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 out.add(sub if sub in MODULES else node.module)
-    return {m for m in out if m in MODULES and m != name and m != "courselib"}
+    return {m for m in out if m in MODULES and m != name and m not in PACKAGES}
 
 
 GRAPH = {name: imports_of(name) for name in MODULES}
@@ -83,6 +88,8 @@ def test_the_walk_sees_the_imports_it_should() -> None:
     assert "courselib.chat.vicuna" in GRAPH["courselib.models.train"]
     assert "courselib.gguf.read" in GRAPH["courselib.backends.llamacpp"]  # a lazy import
     assert "courselib.memory.configs" not in GRAPH["courselib.gguf.mix"]  # TYPE_CHECKING only
+    assert "courselib.errors" in GRAPH["autograder.grade.run"]
+    assert "server_setup.settings" in GRAPH["server_setup.cli_local"]  # a lazy import
 
 
 def test_no_import_cycles() -> None:
@@ -98,15 +105,25 @@ def test_no_import_cycles() -> None:
         ("courselib.memory", "courselib.measure"),  # the estimator is pure arithmetic
         ("courselib.finetune", "courselib.measure"),  # the probes load models as Lab 04 does
         ("courselib.backends", "courselib.widgets"),
+        ("courselib", "autograder"),  # the library knows nothing of the tools built on it
+        ("courselib", "server_setup"),
+        ("courselib", "bench"),
+        ("autograder", "server_setup"),  # the two tools sit side by side
+        ("server_setup", "autograder"),
+        ("autograder", "bench"),
+        ("server_setup", "bench"),
     ],
 )
 def test_layers_point_one_way(lower: str, upper: str) -> None:
+    def within(module: str, prefix: str) -> bool:
+        return module == prefix or module.startswith(prefix + ".")
+
     wrong = [
         f"{m} imports {dep}"
         for m, deps in GRAPH.items()
-        if m.startswith(lower)
+        if within(m, lower)
         for dep in deps
-        if dep.startswith(upper)
+        if within(dep, upper)
     ]
     assert wrong == []
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from autograder.grade.job import Job, Result
 from autograder.grade.pipeline import scored_zero
+from autograder.grade.worker import KILLED_WORKER, error, work
 
 ALLOWED_FAILURES = 0
 """The scheduler's own retries: none. A submission on a dying worker is graded again alone."""
@@ -46,8 +47,6 @@ def run_on_dask(
     import dask
     from distributed import Client, LocalCluster, as_completed
     from distributed.scheduler import KilledWorker
-
-    from autograder.grade.run import KILLED_WORKER, error, work
 
     running, runtime = scratch / "running", scratch / "runtime"
     running.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import shutil
@@ -44,13 +43,10 @@ from autograder.grade.job import Job, Result, fingerprint, sha256_file
 from autograder.grade.ledger import Ledger
 from autograder.grade.pipeline import scored_zero
 from autograder.grade.sandbox import sandbox_problem
+from autograder.grade.worker import KILLED_WORKER, error, init_worker, work
 from courselib.errors import CourseError
 
 MAX_POOL_RESTARTS = 5
-KILLED_WORKER = (
-    "scored 0: its grading worker died twice while grading it, the second time alone "
-    "(does its code kill the grader?)"
-)
 
 
 class GradingStopped(CourseError):
@@ -131,32 +127,6 @@ def plan(
     return len(found), jobs
 
 
-def _init_worker(runtime_dir: str) -> None:
-    os.environ["JUPYTER_RUNTIME_DIR"] = runtime_dir
-    for name in ("traitlets", "nbgrader", "NbGraderAPI", "nbclient", "papermill"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import autograder.grade.pipeline  # noqa: F401  (import once per worker, not per job)
-
-
-def work(job: Job, running: str, runtime: str | None = None) -> Result:
-    """Run in a worker: grade one job, with a marker file while it runs. ``runtime``: set up the
-    worker first if this process has not been (a Dask worker has no initializer)."""
-    from autograder.grade.pipeline import grade_one
-
-    if runtime is not None and os.environ.get("JUPYTER_RUNTIME_DIR") != runtime:
-        _init_worker(runtime)
-    marker = Path(running) / job.student
-    marker.touch()
-    try:
-        return grade_one(job)
-    finally:
-        marker.unlink(missing_ok=True)
-
-
-def error(job: Job, why: str) -> Result:
-    return Result(job.student, job.assignment, job.fingerprint, status="error", reasons=[why])
-
-
 def _run_pool(
     jobs: list[Job], workers: int, scratch: Path, handle: Callable[[Result], None]
 ) -> int:
@@ -174,7 +144,7 @@ def _run_pool(
         with ProcessPoolExecutor(
             min(workers, len(batch)),
             mp_context=context,
-            initializer=_init_worker,
+            initializer=init_worker,
             initargs=(str(runtime),),
         ) as pool:
             futures = {pool.submit(work, job, str(running)): job for job in batch}

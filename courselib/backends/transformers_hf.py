@@ -28,8 +28,9 @@ from courselib import settings
 from courselib.backends.base import Backend, GenerationConfig, Message
 from courselib.backends.stops import StopFilter
 from courselib.chat.template import resolve_template
-from courselib.errors import CourseError, require, require_4bit
+from courselib.errors import CourseError, require
 from courselib.legacy import legacy_notes, modern_llama_config
+from courselib.nf4 import require_4bit
 
 if TYPE_CHECKING:
     from courselib.chat.template import ChatTemplate, TemplateChoice

@@ -121,7 +121,8 @@ def _torch() -> str:
 
 
 def _bitsandbytes() -> str:
-    from courselib.errors import require, require_bitsandbytes
+    from courselib.errors import require
+    from courselib.nf4 import require_bitsandbytes
 
     torch = require("torch", extra="models")
     bnb = require_bitsandbytes()

@@ -25,9 +25,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from courselib.errors import CourseError, require, require_4bit
+from courselib.errors import CourseError, require
 from courselib.finetune.presets import PRESETS, LoraSettings
 from courselib.finetune.quiet import quiet
+from courselib.nf4 import require_4bit
 
 Method = Literal["full", "lora", "qlora"]
 Precision = Literal["fp32", "bf16"]

@@ -5,7 +5,7 @@ loading, wrapping and training a model would print, and why it may go:
 
 - bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" on CPUs with
   AVX512-BF16: peft and transformers' Trainer import bitsandbytes whenever it is installed, so
-  it is imported first through :func:`courselib.errors.require_bitsandbytes`, which drops
+  it is imported first through :func:`courselib.nf4.require_bitsandbytes`, which drops
   that one message (its own CPU kernel is used; the hub kernel would be a download);
 - transformers' "Loading weights" bar and its load-time notices: a load is seconds here;
 - transformers 5.24 renamed gradient checkpointing to activation checkpointing and warns
@@ -22,7 +22,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from courselib.errors import MissingDependencyError, require, require_bitsandbytes
+from courselib.errors import MissingDependencyError, require
+from courselib.nf4 import require_bitsandbytes
 
 
 def import_bitsandbytes_quietly() -> None:

@@ -27,9 +27,9 @@ import time
 import warnings
 from typing import Any
 
-from courselib.errors import require_bitsandbytes
 from courselib.measure.process import peak_rss_bytes, reset_peak, rss_bytes
 from courselib.measure.runner import run_isolated
+from courselib.nf4 import require_bitsandbytes
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
 

@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from courselib.errors import require
@@ -26,19 +26,6 @@ UNITS = {"GB": 1e9, "GiB": 2**30, "MB": 1e6, "MiB": 2**20}
 LLAMA_1 = ("llama-7b", "llama-13b", "llama-30b", "llama-65b")
 CLASSIC_4BIT_GB = {"llama-7b": 4, "llama-13b": 8, "llama-30b": 16, "llama-65b": 32}
 """The rounded "4-bit needs" table handed to students (GB)."""
-
-
-def estimate_table(estimates: Iterable[Estimate], *, unit: Unit = "GB", digits: int = 2):
-    """One row per estimate: each component, the overlap and the total, in ``unit``."""
-    pd = require("pandas", extra="lab")
-    rows = []
-    for e in estimates:
-        row = {"model": e.model, "method": e.method, "precision": e.precision}
-        for c in (*COMPONENTS, "overlap"):
-            row[c] = round(getattr(e, c) / UNITS[unit], digits)
-        row[f"total ({unit})"] = round(e.total / UNITS[unit], digits)
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def breakdown(estimate: Estimate, *, unit: Unit = "GB", digits: int = 3):
