@@ -137,7 +137,6 @@ def main(args) -> None:
             engine_key=server.engine_key,
             rounds=long_rounds,
             max_tokens=64,
-            model="course-bench",
         )
     print("\n3. The gateway's own cost: one client, the same request both ways, interleaved")
     print(

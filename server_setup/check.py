@@ -1,14 +1,17 @@
 """``check``: a smoke test of a running class server, through its gateway, with one key.
 
-Each step is one request a student's client makes, judged PASS / FAIL (or WARN for what works
-but will surprise students):
+Each step is one request a student's client makes, judged PASS or FAIL:
 
 - ``models``: ``GET /v1/models`` with the key lists the served model (``model``, else the first);
 - ``chat``: one short chat completion (``max_tokens`` 8) answers with text;
 - ``stream``: the same streamed: text chunks arrive, then a ``finish_reason`` and ``[DONE]``;
 - ``no key`` / ``wrong key``: 401 (the gateway checks every request);
-- ``unknown model``: a clear 4xx error; llama.cpp's server answers any model name with the one
-  model it serves, so a 200 is a WARN: a student's typo in ``model`` goes unnoticed.
+- ``unknown model``: 404 (the gateway refuses a model it does not serve, naming the served
+  one; vLLM does too). A 200 fails: a student's typo in ``model`` would be answered by the
+  served model and go unnoticed (llama.cpp's server does that without the gateway).
+
+Each step passes on the one answer it tests for and fails on any other, a refusal for
+another reason included (a 429 from the rate limit, a 503 while the engine loads).
 
 Example::
 
@@ -35,7 +38,7 @@ from server_setup.sse import stream_choices
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 NO_SUCH_MODEL = "no-such-model-courselab-check"
-Result = Literal["PASS", "FAIL", "WARN"]
+Result = Literal["PASS", "FAIL"]
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,14 @@ class Step:
 
 @dataclass
 class Report:
-    """The steps in order; ``ok`` when none failed (a WARN is not a failure)."""
+    """The steps in order; ``ok`` when none failed."""
 
     url: str
     steps: list[Step] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(s.result != "FAIL" for s in self.steps)
+        return all(s.result == "PASS" for s in self.steps)
 
     def table(self) -> str:
         lines = [f"{'step':<15}{'result':<7}{'ms':>7}  detail"]
@@ -151,7 +154,9 @@ def check(
                 r = http.get(url + "/models", headers=headers)
                 if r.status_code == 401:
                     return "PASS", f"401: {_error_text(r)}"
-                return "FAIL", f"HTTP {r.status_code}, expected 401: anyone can use the server"
+                if r.status_code == 200:
+                    return "FAIL", "HTTP 200, expected 401: anyone can use the server"
+                return "FAIL", f"HTTP {r.status_code}, expected 401: {_error_text(r)}"
 
             return run
 
@@ -161,11 +166,11 @@ def check(
                 headers=auth,
                 json={**body, "model": NO_SUCH_MODEL, "max_tokens": 1},
             )
-            if 400 <= r.status_code < 500:
-                return "PASS", f"{r.status_code}: {_error_text(r)}"
+            if r.status_code == 404:
+                return "PASS", f"404: {_error_text(r)}"
             if r.status_code == 200:  # llama.cpp's server serves its one model under any name
-                return "WARN", f"answered by the served model ({name}): names are not checked"
-            return "FAIL", f"HTTP {r.status_code}: {_error_text(r)}"
+                return "FAIL", f"answered by the served model ({name}): names are not checked"
+            return "FAIL", f"HTTP {r.status_code}, expected 404: {_error_text(r)}"
 
         step("chat", chat)
         step("stream", stream)

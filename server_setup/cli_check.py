@@ -20,8 +20,8 @@ ENGINE_KEY_ENV = "COURSELAB_ENGINE_KEY"
 _CHECK_HELP = f"""\
 Smoke test of a running deployment through its gateway, with one student key (--key, else
 ${KEY_ENV}): /v1/models lists the served model, a chat completion and a streamed one answer,
-no key and a wrong key get 401, an unknown model name gets a clear error (WARN when the engine
-answers it anyway, as llama.cpp's server does). Prints a PASS/FAIL table; exit 0 when nothing
+no key and a wrong key get 401, an unknown model name gets 404. Each step passes only on the
+answer it tests for (a 429 or a 503 fails it). Prints a PASS/FAIL table; exit 0 when nothing
 failed, 1 otherwise.
 """
 
@@ -61,7 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--students", type=int, help="how many students (default: every key in the CSV)")
     p.add_argument("--requests", type=int, default=3, help="requests per student (default 3)")
     p.add_argument("--max-tokens", type=int, default=16, help="per request (default 16)")
-    p.add_argument("--model", default="course-chat", help="model name sent (default course-chat)")
+    p.add_argument("--model", help="model name sent (default: the first the server lists)")
     p.add_argument(
         "--stream-every", type=int, default=2, help="stream every n-th request (0: none)"
     )

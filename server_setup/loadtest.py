@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from courselib.errors import CourseError
 from server_setup.sse import stream_choices
 
 # Short questions course-chat answers (Lab 01's family), one per request, varied per student.
@@ -106,6 +107,29 @@ class LoadResult:
             if o.lost:
                 reasons[o.lost] = reasons.get(o.lost, 0) + 1
         return reasons
+
+
+def served_model(url: str, key: str, *, timeout_s: float = 30.0) -> str:
+    """The first model ``GET {url}/models`` lists: what a student's client asks for when it
+    is told no name (the gateway answers only the names it serves)."""
+    try:
+        r = httpx.get(
+            url.rstrip("/") + "/models",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout_s,
+        )
+        listed = r.json().get("data") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise CourseError(
+            f"{url}/models did not answer ({type(exc).__name__}): nothing was sent.",
+            hint="Check the URL, and that the server is up: python -m server_setup check URL",
+        ) from None
+    if not listed:
+        raise CourseError(
+            f"{url}/models lists no model (HTTP {r.status_code}): nothing was sent.",
+            hint="Check the key and the server with: python -m server_setup check URL --key KEY",
+        )
+    return str(listed[0]["id"])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -238,7 +262,7 @@ def load_test(
     *,
     requests_each: int = 3,
     max_tokens: int = 16,
-    model: str = "course-chat",
+    model: str | None = None,
     stream_every: int = 2,
     think_s: float = 0.0,
     max_retries: int = 10,
@@ -249,9 +273,12 @@ def load_test(
     ``stream_every``: every n-th request of a student is streamed (0: none);
     ``think_s``: mean pause between a student's requests (uniform on 0..2x, seeded).
     ``url`` may be the engine itself, with the engine's key for every student
-    (``TemporaryServer.engine_keys``): the same requests, no gateway.
+    (``TemporaryServer.engine_keys``): the same requests, no gateway. ``model``: the name
+    sent (default: the first the server lists).
     """
     url = url.rstrip("/")
+    if model is None:
+        model = served_model(url, next(iter(keys.values())))
     out: list[Outcome] = []  # list.append is atomic under the GIL
     start = threading.Barrier(len(keys) + 1)
     threads = [
@@ -339,15 +366,18 @@ def overhead(
     engine_key: str | None = None,
     rounds: int = 30,
     max_tokens: int = 16,
-    model: str = "course-chat",
+    model: str | None = None,
     warmup: int = 3,
 ) -> Overhead:
     """One client, one request at a time: each round sends the same request both ways.
 
     ``key`` is a student's (the gateway), ``engine_key`` the engine's own (default: ``key``,
     for an engine that takes none). A 429 from the gateway (a class server's own limit) is
-    waited out and the request sent again; only the answered attempt is timed.
+    waited out and the request sent again; only the answered attempt is timed. ``model``: the
+    name sent both ways (default: the first the gateway lists).
     """
+    if model is None:
+        model = served_model(gateway_url, key)
     body = {
         "model": model,
         "messages": prompt(0, 0),

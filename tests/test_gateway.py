@@ -32,6 +32,7 @@ CAP = 16  # the gateway's max_tokens cap in these tests
 BODY_KIB = 8
 RATE, BURST = 120, 20  # per student a minute; bursts
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+MODEL = "course-chat-Q4_K_M"  # the name `up` serves course-chat's Q4_K_M file under (its stem)
 STUDENTS = ("s001", "s002", "s003", "s004")
 
 
@@ -216,17 +217,29 @@ def test_the_engine_wants_its_own_key_which_only_the_gateway_sends(server):
 
 def test_a_good_key_chats_and_streams(server):
     client = _client(server, "s001")
-    assert [m.id for m in client.models.list().data]
-    reply = client.chat.completions.create(model="course-chat", messages=QUESTION, max_tokens=CAP)
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=CAP)
     assert "Paris" in reply.choices[0].message.content
     chunks = [
         c.choices[0].delta.content
         for c in client.chat.completions.create(
-            model="course-chat", messages=QUESTION, max_tokens=CAP, stream=True
+            model=MODEL, messages=QUESTION, max_tokens=CAP, stream=True
         )
         if c.choices and c.choices[0].delta.content
     ]
     assert len(chunks) > 1 and "Paris" in "".join(chunks)
+
+
+def test_a_model_that_is_not_served_is_refused_with_the_served_name(server):
+    # llama.cpp's server alone answers any name with its one model: the gateway does not
+    client = _client(server, "s001")
+    for stream in (False, True):
+        with pytest.raises(openai.NotFoundError) as info:
+            client.chat.completions.create(
+                model="course-chat-typo", messages=QUESTION, max_tokens=4, stream=stream
+            )
+        message = info.value.body["message"] if isinstance(info.value.body, dict) else ""
+        assert "'course-chat-typo' is not served here: ask for course-chat-Q4_K_M" in message
 
 
 @pytest.mark.parametrize(
@@ -270,10 +283,10 @@ def test_over_the_rate_limit_gets_429_with_retry_after(server):
 def test_max_tokens_over_the_cap_is_refused_and_none_asked_is_capped(server):
     client = _client(server, "s001")
     with pytest.raises(openai.BadRequestError, match=f"limit of {CAP} tokens"):
-        client.chat.completions.create(model="m", messages=QUESTION, max_tokens=CAP + 1)
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=CAP + 1)
     with pytest.raises(openai.BadRequestError, match="whole number"):
-        client.chat.completions.create(model="m", messages=QUESTION, max_tokens=0)
-    reply = client.chat.completions.create(model="m", messages=QUESTION)  # none asked
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=0)
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION)  # none asked
     assert reply.usage.completion_tokens <= CAP
     last = _logged(server, lambda rec: rec["status"] == "200")
     assert last["student"] == "s001" and last["max_tokens"] == str(CAP)
@@ -295,19 +308,19 @@ def test_a_body_over_the_size_cap_gets_413(server):
 def test_status_counts_what_each_student_sent(server):
     """s004 sends a known mix; status's table must count exactly that."""
     client = _client(server, "s004")
-    reply = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=8)
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8)
     streamed = [
         c
         for c in client.chat.completions.create(
-            model="m", messages=QUESTION, max_tokens=8, stream=True
+            model=MODEL, messages=QUESTION, max_tokens=8, stream=True
         )
         if c.choices and c.choices[0].delta.content
     ]
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="m", messages=QUESTION, max_tokens=CAP * 2)
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=CAP * 2)
     with pytest.raises(openai.APIStatusError):
         client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "y" * 9000}]
+            model=MODEL, messages=[{"role": "user", "content": "y" * 9000}]
         )
     _logged(server, lambda rec: rec["student"] == "s004" and rec["status"] == "413")
     out = json.loads(_cli("status", *server["flags"], "--json").stdout)
@@ -359,24 +372,25 @@ def test_check_passes_through_the_gateway_with_a_good_key(server):
     for step in ("models", "chat", "stream"):
         assert " PASS " in rows[step], out.stdout
     assert " PASS " in rows["no"] and " PASS " in rows["wrong"]  # "no key", "wrong key"
-    # llama.cpp's server answers any model name with its one model: check says so
-    assert " WARN " in rows["unknown"] and "names are not checked" in rows["unknown"]
-    assert out.stdout.splitlines()[-1].startswith("PASS: 5/6 steps")
+    # llama.cpp's server answers any model name with its one model: the gateway refuses it
+    assert " PASS " in rows["unknown"] and "is not served here" in rows["unknown"]
+    assert out.stdout.splitlines()[-1].startswith("PASS: 6/6 steps")
 
 
 @pytest.mark.parametrize(
     "target, key, failed",
     [
-        ("url", "sk-course-wrong", {"models", "chat", "stream"}),
+        # a 401 is not the 404 the unknown-model step tests for
+        ("url", "sk-course-wrong", {"models", "chat", "stream", "unknown model"}),
         # the engine's own port refuses a student's key: it wants the engine's
-        ("engine_url", "s001", {"models", "chat", "stream"}),
+        ("engine_url", "s001", {"models", "chat", "stream", "unknown model"}),
     ],
 )
 def test_check_fails_with_a_wrong_key_or_without_the_gateway(server, target, key, failed):
     out = _cli("check", server[target], "--key", server["keys"].get(key, key), check=False)
     assert out.returncode == 1
-    rows = [line.split() for line in out.stdout.splitlines()[1:-1]]
-    assert {r[0] for r in rows if "FAIL" in r} == failed
+    rows = out.stdout.splitlines()[1:-1]
+    assert {r[:15].strip() for r in rows if " FAIL " in r} == failed
     assert out.stdout.splitlines()[-1].startswith("FAIL:")
 
 

@@ -51,7 +51,7 @@ def test_dry_run_goes_up_checks_loads_and_leaves_nothing_behind(course_gguf, tmp
     text = "\n".join(lines)
     for step in ("-- up:", "-- check", "-- load test: 3 students x 2", "-- status", "-- down"):
         assert step in text
-    assert "PASS: 5/6 steps" in text  # the sixth: llama.cpp serves any model name (WARN)
+    assert "PASS: 6/6 steps" in text
     row = next(line.split() for line in text.splitlines() if line.startswith("gateway  "))
     assert row[1:7] == ["3", "6", "6", "0", "0", "0"]  # students sent answered 429 retried lost
     assert f"plot: {plot}" in text and "engine  up" in text
@@ -164,7 +164,8 @@ def test_each_student_keeps_one_connection_for_all_its_requests():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        result = load_test(url, {"s001": "k1", "s002": "k2"}, requests_each=4, stream_every=2)
+        keys = {"s001": "k1", "s002": "k2"}
+        result = load_test(url, keys, requests_each=4, stream_every=2, model="m")
     finally:
         server.shutdown()
         server.server_close()

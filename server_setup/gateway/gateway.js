@@ -4,8 +4,11 @@
 // keyHash      js_set: sha256 (hex) of the bearer token; a map turns it into the student id,
 //              so the key file on disk holds hashes only.
 // checkBody    js_content: refuse a body that is not JSON or asks for more than the
-//              max_tokens cap (400, JSON error); fill in the cap when max_tokens is missing;
-//              then hand the request to the engine (internal redirect keeps the read body).
+//              max_tokens cap (400, JSON error), or an OpenAI request for a model this
+//              server does not serve (404, naming the served ones: llama.cpp's server would
+//              answer any name with its one model); fill in the cap when max_tokens is
+//              missing; then hand the request to the engine (internal redirect keeps the
+//              read body).
 // countTokens  js_body_filter: passes every chunk on unchanged and notes the token counts the
 //              engine reports (non-streamed: its "usage"; streamed: one per content chunk).
 
@@ -50,6 +53,14 @@ function checkBody(r) {
     }
     if (body === null || typeof body !== 'object' || Array.isArray(body)) {
         refuse(r, 400, 'The request body must be a JSON object.', 'invalid_json');
+        return;
+    }
+    // the OpenAI API names the model in the body (Triton's in the path, which it checks)
+    var served = (r.variables.served_models || '').split(',').filter(Boolean);
+    if (r.uri.indexOf('/v1/') === 0 && served.length && typeof body.model === 'string'
+        && body.model !== '' && served.indexOf(body.model) < 0) {
+        refuse(r, 404, 'The model \'' + body.model + '\' is not served here: ask for '
+               + served.join(' or ') + ' (GET /v1/models lists them).', 'model_not_found');
         return;
     }
     // Triton's generate endpoint keeps sampling options under "parameters"

@@ -12,9 +12,11 @@ phase order:
 3. rate: ``limit_req`` keyed on the student id, ``rate_per_minute`` with a burst of
    ``rate_burst``; over it -> 429 with ``Retry-After`` (seconds until the next request is
    allowed: 60 / rate, rounded up);
-4. max_tokens: njs reads the JSON body; over ``max_tokens`` (or not a positive whole number)
-   -> 400; none asked -> the gateway sets ``max_tokens`` to the cap (the engine would otherwise
-   generate until its context is full);
+4. body: njs reads the JSON body; over ``max_tokens`` (or not a positive whole number)
+   -> 400; a ``model`` the deployment does not serve (``served_model_name``) -> 404 naming the
+   served one (llama.cpp's server would answer any name with its one model); no
+   ``max_tokens`` -> the gateway sets it to the cap (the engine would otherwise generate
+   until its context is full);
 5. the engine, with the student's key replaced by the engine's own (``Authorization: Bearer``
    from ``keys/engine-auth.conf``, included from the state dir: the key is in no rendered
    file) and ``proxy_buffering off`` so streamed (SSE) tokens reach the student as they
@@ -297,6 +299,7 @@ http {{
         client_max_body_size {body};
         client_body_buffer_size {body};
         set $max_tokens_cap {d.max_tokens};
+        set $served_models "{d.served_model_name}";
 
         error_page 413 @too_large;
         error_page 429 @too_many;
