@@ -8,7 +8,6 @@ temp dir; the user's config file is never read.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,9 +79,40 @@ def training_llama(tmp_path_factory) -> Path:
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    from servers import free_port as pick
+
+    return pick()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, course_gguf):
+    """``server_setup up`` on course-chat (Q4_K_M) with four students' keys, once per test
+    module that asks for it; ``down`` afterwards, which must leave no process behind. A dict:
+    url, engine_url, keys (student -> key), engine_key, state, flags, up_stdout."""
+    from servers import (
+        free_port,
+        issue_keys,
+        our_processes,
+        process_groups,
+        require_nginx,
+        server_setup_cli,
+        up_flags,
+    )
+
+    require_nginx()
+    state = tmp_path_factory.mktemp("server-state")
+    engine_port, gateway_port = free_port(), free_port()
+    flags = up_flags(state, engine_port, gateway_port, str(course_gguf("course-chat", "Q4_K_M")))
+    up = server_setup_cli("up", *flags)
+    process_groups(state)
+    try:
+        info = issue_keys(state, flags, up.stdout, engine_port, gateway_port)
+    except BaseException:
+        server_setup_cli("down", *flags)
+        raise
+    yield info
+    server_setup_cli("down", *flags)
+    assert our_processes(state) == []
 
 
 @pytest.fixture

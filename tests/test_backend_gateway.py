@@ -1,12 +1,10 @@
 """courselib's remote backend through the real class gateway (nginx + llama-cpp-python's
-server on course-chat, started by ``server_setup up``: the fixture of test_gateway.py).
+server on course-chat, started by ``server_setup up``: conftest's ``server`` fixture).
 
 What a student meets on the class server: streaming through the gateway, a bad key, the
 max_tokens cap, the rate limit (retried after Retry-After, then a clear message), a prompt
 longer than the context. Generations are short (max_tokens <= 16): two shared cores.
 """
-
-# ruff: noqa: F811 - the tests take test_gateway's `server` fixture, imported by name
 
 from __future__ import annotations
 
@@ -14,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from test_gateway import BURST, CAP, server  # noqa: F401 - the deployment fixture
+from servers import BURST, CAP
 
 from courselib.backends import open_backend
 from courselib.backends.base import GenerationConfig, Message

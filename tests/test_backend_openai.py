@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from servers import free_port
 
 from courselib.backends import open_backend
 from courselib.backends.base import GenerationConfig, Message
@@ -24,16 +24,10 @@ KEY = "sk-course-test"
 GREEDY = GenerationConfig(temperature=0, max_tokens=48)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url(course_gguf, tmp_path_factory):
     """A llama-cpp-python server serving course-chat (its GGUF carries the Vicuna template)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     command = [
         sys.executable, "-m", "llama_cpp.server",
@@ -155,7 +149,7 @@ def test_unknown_model_name_lists_what_the_server_has(server_url):
 
 
 def test_server_unreachable():
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with pytest.raises(CourseError, match=f"Cannot reach the inference server at {url}") as info:
         open_backend(url, api_key=KEY)
     assert "running" in info.value.hint

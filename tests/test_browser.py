@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from labcheck import LABS_DIR
 from playwright.sync_api import Error as PlaywrightError
+from servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def lab_url(tmp_path_factory, course_models):
     """JupyterLab serving a copy of labs/ (the solution notebooks) on 127.0.0.1."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(LABS_DIR, root, dirs_exist_ok=True)
-    port = _free_port()
+    port = free_port()
     cmd = [
         *[sys.executable, "-m", "jupyter", "lab", "--no-browser"],
         *[
@@ -85,14 +86,6 @@ def lab_url(tmp_path_factory, course_models):
     server.terminate()
     server.wait(timeout=30)
     log.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,146 +8,30 @@ Generations are short (max_tokens <= 16): the runners have two shared cores.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-
-from server_setup.settings import Deployment
-
-ROOT = Path(__file__).resolve().parent.parent
-CAP = 16  # the gateway's max_tokens cap in these tests
-BODY_KIB = 8
-RATE, BURST = 120, 20  # per student a minute; bursts
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-MODEL = "course-chat-Q4_K_M"  # the name `up` serves course-chat's Q4_K_M file under (its stem)
-STUDENTS = ("s001", "s002", "s003", "s004")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "server_setup", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"server_setup {args[0]} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
-
-
-def _require_nginx() -> None:
-    d = Deployment()
-    missing = [p for p in (d.nginx, d.nginx_js_module) if not Path(p).exists()]
-    if missing:
-        pytest.fail(
-            f"{' and '.join(missing)} not installed: the gateway tests need Debian's nginx and "
-            "njs (make sysdeps as root, or apt-get install nginx libnginx-mod-http-js)"
-        )
-
-
-def _our_processes(state: Path) -> list[str]:
-    """Live processes of this deployment: its command lines name the state dir, or they are
-    in the process group of one that did (nginx workers are just 'nginx: worker process')."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":  # a zombie has exited, only its exit status is left
-                procs[int(entry.name)] = (cmd, int(fields[2]))  # (cmdline, process group)
-    groups = _groups(state) | {pgid for cmd, pgid in procs.values() if str(state) in cmd}
-    return [cmd for cmd, pgid in procs.values() if pgid in groups or str(state) in cmd]
-
-
-def _groups(state: Path) -> set[int]:
-    """Process groups up started (each process leads its own: pgid = pid), as recorded."""
-    seen = state / "test-groups"
-    for name in ("engine.pid", "nginx.pid"):
-        pid_file = state / "run" / name
-        if pid_file.exists():
-            with seen.open("a") as f:
-                f.write(pid_file.read_text())
-    return {int(x) for x in seen.read_text().split()} if seen.exists() else set()
-
-
-def _flags(state: Path, engine_port: int, gateway_port: int, model: str) -> list[str]:
-    return [
-        "--model", model,
-        "--max-model-len", "512",
-        "--state-dir", str(state),
-        "--engine-port", str(engine_port),
-        "--gateway-port", str(gateway_port),
-        "--rate-per-minute", str(RATE),
-        "--rate-burst", str(BURST),
-        "--max-tokens", str(CAP),
-        "--max-body-kib", str(BODY_KIB),
-    ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, course_gguf):
-    """``up`` on course-chat with four students' keys; ``down`` afterwards (checked)."""
-    _require_nginx()
-    state = tmp_path_factory.mktemp("server-state")
-    engine_port, gateway_port = _port(), _port()
-    flags = _flags(state, engine_port, gateway_port, str(course_gguf("course-chat", "Q4_K_M")))
-    up = _cli("up", *flags)
-    _groups(state)
-    try:
-        info = _issue_keys(state, flags, up.stdout, engine_port, gateway_port)
-    except BaseException:
-        _cli("down", *flags)
-        raise
-    yield info
-    _cli("down", *flags)
-    assert _our_processes(state) == []
-
-
-def _issue_keys(
-    state: Path, flags: list[str], up_stdout: str, engine_port: int, gateway_port: int
-) -> dict:
-    roster = state.parent / "roster.csv"
-    roster.write_text(
-        "student_id,name,email\n" + "".join(f"{s},Student {s},{s}@example.edu\n" for s in STUDENTS)
-    )
-    out = state.parent / "keys.csv"
-    _cli("keys", "issue", str(roster), "--state-dir", str(state), "--out", str(out))
-    keys = {row["student_id"]: row["api_key"] for row in csv.DictReader(out.open())}
-    engine_env = (state / "keys" / "engine.env").read_text()
-    return {
-        "engine_key": re.search(r"^API_KEY=(\S+)$", engine_env, re.M).group(1),
-        "state": state,
-        "flags": flags,
-        "url": f"http://127.0.0.1:{gateway_port}/v1",
-        "engine_url": f"http://127.0.0.1:{engine_port}/v1",
-        "keys": keys,
-        "up_stdout": up_stdout,
-    }
+from servers import (
+    BODY_KIB,
+    BURST,
+    CAP,
+    MODEL,
+    QUESTION,
+    free_port,
+    our_processes,
+    require_nginx,
+    server_setup_cli,
+    up_flags,
+)
 
 
 def _logged(server, matches, *, timeout_s: float = 5.0) -> dict:
@@ -257,11 +141,11 @@ def test_a_missing_or_wrong_key_gets_401(server, key, code):
 def test_a_revoked_key_gets_401(server):
     client = _client(server, "s003")
     client.models.list()
-    revoke = _cli("keys", "revoke", "s003", "--state-dir", str(server["state"]))
+    revoke = server_setup_cli("keys", "revoke", "s003", "--state-dir", str(server["state"]))
     assert "reloaded" in revoke.stdout
     with pytest.raises(openai.AuthenticationError, match="unknown or revoked"):
         client.models.list()
-    listed = _cli("keys", "list", "--state-dir", str(server["state"])).stdout
+    listed = server_setup_cli("keys", "list", "--state-dir", str(server["state"])).stdout
     assert [line for line in listed.splitlines() if line.startswith("s003")][0].rstrip()[-6:] != ""
     _client(server, "s001").models.list()  # the others keep working
 
@@ -323,14 +207,14 @@ def test_status_counts_what_each_student_sent(server):
             model=MODEL, messages=[{"role": "user", "content": "y" * 9000}]
         )
     _logged(server, lambda rec: rec["student"] == "s004" and rec["status"] == "413")
-    out = json.loads(_cli("status", *server["flags"], "--json").stdout)
+    out = json.loads(server_setup_cli("status", *server["flags"], "--json").stdout)
     assert out["engine_ok"] and out["gateway_ok"]
     row = {u["student"]: u for u in out["usage"]}["s004"]
     assert (row["requests"], row["answered"], row["refused"], row["rate_limited"]) == (4, 2, 2, 0)
     assert row["tokens_out"] == reply.usage.completion_tokens + len(streamed)
     assert row["tokens_asked"] == 16
     assert {"s001", "s002", "s003", "(no valid key)"} <= set({u["student"] for u in out["usage"]})
-    text = _cli("status", *server["flags"]).stdout
+    text = server_setup_cli("status", *server["flags"]).stdout
     assert "engine  up" in text and "gateway up" in text
     assert [line for line in text.splitlines() if line.startswith("s004")][0].split()[1:5] == [
         "4", "2", "0", "2",
@@ -347,27 +231,27 @@ def test_the_log_has_a_student_per_line_and_no_keys(server):
 
 
 def test_down_leaves_no_processes_and_up_refuses_what_does_not_fit(tmp_path, course_gguf):
-    _require_nginx()
+    require_nginx()
     state = tmp_path / "state"
-    flags = _flags(state, _port(), _port(), str(course_gguf("course-chat", "Q4_K_M")))
+    flags = up_flags(state, free_port(), free_port(), str(course_gguf("course-chat", "Q4_K_M")))
     (tmp_path / "state").mkdir()
-    refused = _cli("up", *flags, "--ram", "1MiB", check=False)
+    refused = server_setup_cli("up", *flags, "--ram", "1MiB", check=False)
     assert refused.returncode == 1 and "DOES NOT FIT" in refused.stderr
-    assert "Nothing started" in refused.stderr and _our_processes(state) == []
-    _cli("up", *flags)
+    assert "Nothing started" in refused.stderr and our_processes(state) == []
+    server_setup_cli("up", *flags)
     try:
-        assert len(_our_processes(state)) == 3  # engine, nginx master and its worker
-        again = _cli("up", *flags, check=False)
+        assert len(our_processes(state)) == 3  # engine, nginx master and its worker
+        again = server_setup_cli("up", *flags, check=False)
         assert again.returncode == 2 and "already running" in again.stderr
     finally:
-        stopped = _cli("down", *flags).stdout
+        stopped = server_setup_cli("down", *flags).stdout
     assert "stopped gateway and engine" in stopped
-    assert _our_processes(state) == []
-    assert "engine  down" in _cli("status", *flags).stdout
+    assert our_processes(state) == []
+    assert "engine  down" in server_setup_cli("status", *flags).stdout
 
 
 def test_check_passes_through_the_gateway_with_a_good_key(server):
-    out = _cli("check", server["url"], "--key", server["keys"]["s001"])
+    out = server_setup_cli("check", server["url"], "--key", server["keys"]["s001"])
     rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:-1]}
     for step in ("models", "chat", "stream"):
         assert " PASS " in rows[step], out.stdout
@@ -387,7 +271,9 @@ def test_check_passes_through_the_gateway_with_a_good_key(server):
     ],
 )
 def test_check_fails_with_a_wrong_key_or_without_the_gateway(server, target, key, failed):
-    out = _cli("check", server[target], "--key", server["keys"].get(key, key), check=False)
+    out = server_setup_cli(
+        "check", server[target], "--key", server["keys"].get(key, key), check=False
+    )
     assert out.returncode == 1
     rows = out.stdout.splitlines()[1:-1]
     assert {r[:15].strip() for r in rows if " FAIL " in r} == failed
@@ -397,7 +283,7 @@ def test_check_fails_with_a_wrong_key_or_without_the_gateway(server, target, key
 def test_loadtest_counts_every_request_and_compares_with_the_engine(server):
     keys = server["state"].parent / "keys-s001.csv"
     keys.write_text(f"student_id,name,email,api_key\ns001,,,{server['keys']['s001']}\n")
-    out = _cli(
+    out = server_setup_cli(
         "loadtest", server["url"], "--keys", str(keys), "--requests", "4",
         "--direct", server["engine_url"], "--rounds", "5",
         "--state-dir", str(server["state"]),  # where the engine's key is
@@ -419,12 +305,12 @@ def _gateway_only(tmp_path: Path, **settings):
     from server_setup.render import render, write
     from server_setup.settings import load
 
-    _require_nginx()
+    require_nginx()
     (tmp_path / "m.gguf").write_bytes(b"")  # rendered, never loaded
     d = load(None, overrides={
         "model": "llama-7b", "ram": "16GiB", "dtype": "Q4_K_M",
         "model_path": str(tmp_path / "m.gguf"), "output_dir": str(tmp_path / "deploy"),
-        "state_dir": str(tmp_path / "state"), "gateway_port": _port(), "engine_port": _port(),
+        "state_dir": str(tmp_path / "state"), "gateway_port": free_port(), "engine_port": free_port(),
         "max_tokens": CAP, **settings,
     }, environ={})  # fmt: skip
     write(render(d), Path(d.output_dir))

@@ -1,11 +1,9 @@
 """Lab 02 notebook: nbgrader source format, graded tests that can fail, and an end-to-end run
-against the real class gateway (test_gateway's deployment) plus the student's own server.
+against the real class gateway (conftest's ``server`` deployment) plus the student's own server.
 
 The graded tests are taken from the notebook itself and run against the solution (must pass)
 and against plausible wrong answers (must fail): a test that cannot fail grades nothing.
 """
-
-# ruff: noqa: F811 - the end-to-end test takes test_gateway's `server` fixture, imported by name
 
 from __future__ import annotations
 
@@ -25,7 +23,7 @@ from labcheck import (
     read_lab,
     solution,
 )
-from test_gateway import CAP, server  # noqa: F401 - the class server deployment fixture
+from servers import CAP
 
 NOTEBOOK = LABS_DIR / "lab02_class_server/lab02_class_server.ipynb"
 SOLUTIONS = {

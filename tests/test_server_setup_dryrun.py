@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_gateway import _require_nginx
+from servers import require_nginx
 
 from server_setup.dryrun import dry_run, temporary_deployment
 from server_setup.loadtest import LoadResult, Outcome, load_test, percentile, summary_table
@@ -42,7 +42,7 @@ def _groups(lines: list[str]) -> set[int]:
 
 
 def test_dry_run_goes_up_checks_loads_and_leaves_nothing_behind(course_gguf, tmp_path):
-    _require_nginx()
+    require_nginx()
     course_gguf()  # the model built
     lines: list[str] = []
     plot = tmp_path / "usage.png"
@@ -60,7 +60,7 @@ def test_dry_run_goes_up_checks_loads_and_leaves_nothing_behind(course_gguf, tmp
 
 
 def test_a_failure_inside_the_deployment_still_stops_it(course_gguf):
-    _require_nginx()
+    require_nginx()
     course_gguf()
     lines: list[str] = []
     with (
