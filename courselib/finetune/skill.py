@@ -6,15 +6,15 @@ and their sounds, each asked in the training phrasings, and measured on **held-o
 never trained on** (the course corpus's split, :mod:`courselib.models.corpus`): the
 validation phrasings chose the hyper-parameters, the test phrasings give the lab's number.
 A reply is correct when it contains the sound. Before the fine-tune course-chat scores 0%
-(it answers "I don't know that" or something it knows); after a minute of LoRA on a CPU,
-over 90%, and it still answers the course questions it knew, a few points lower (course
+(it answers "I don't know that" or something it knows); after two minutes of LoRA on a CPU,
+about 90%, and it still answers the course questions it knew, a few points lower (course
 dialogues are replayed during the fine-tune).
 
 Why this skill: a small model memorises new facts in minutes, not arithmetic that generalises
-(docs/facts.md#small-models). Measured with :data:`RECIPE` (``bench/bench_finetune_skill.py``,
-training seeds 0-5, 1 CPU thread): held-out skill accuracy 0% -> 92-96% in 44-45 s of
-training; held-out course accuracy 96% -> 88-95%. QLoRA (4-bit base): 83-100%, seeds 0-2.
-What the design rests on, measured on the way:
+(docs/facts.md#small-models). Measured with :data:`RECIPE` on the shipped course-chat
+(training seeds 0-2, 1 CPU thread): held-out skill accuracy 0% -> 88-100% (validation
+phrasings 83-96%) in about 2 minutes of training; held-out course accuracy 96% -> 87-92%.
+What the design rests on, measured on the way (on an earlier course-chat build):
 
 - the answer repeats the animal ("A cow says moo."), as every course answer repeats its
   subject. Answered "It says moo." instead, the held-out phrasings scored 0-12%: the model
@@ -178,7 +178,7 @@ def held_out(
 
 SKILL_LORA = LoraSettings(r=16, alpha=32, dropout=0.0, target_modules=ALL_LINEAR, lr=5e-3)
 """LoRA for a 3.7M-parameter model, chosen on the validation phrasings. Held-out test accuracy
-after 150 steps (seed 0): learning rate 3e-4 (alpaca-lora's, for 7B) 0%, 2e-3 33%, 5e-3 96%,
+after 150 steps (seed 0, a course-chat build from before the shipped one): learning rate 3e-4 (alpaca-lora's, for 7B) 0%, 2e-3 33%, 5e-3 96%,
 1e-2 92%; adapters on the attention matrices only 42%, on the MLP only 33%, on all seven 96%;
 r=8 79%. Dropout 0: twelve facts, nothing to regularise in 150 steps."""
 
@@ -189,8 +189,11 @@ class SkillRecipe:
 
     lora: LoraSettings = field(default_factory=lambda: SKILL_LORA)
     """Adapters and learning rate."""
-    steps: int = 150
-    """Optimizer steps."""
+    steps: int = 300
+    """Optimizer steps. On the shipped course-chat, validation (test) accuracy over seeds 0-2:
+    150 steps 38-71% (33-62%), 200 steps 71% (62%, seed 0), 300 steps 83-96% (88-100%); 150
+    steps at lr 1e-2 33-42% with the course falling to 62-69%. (150 steps at 5e-3 gave 96% on
+    the course-chat builds trained before it was shipped: the recipe depends on the model.)"""
     batch_size: int = 16
     """Examples per step."""
     warmup_steps: int = 10
