@@ -13,7 +13,7 @@
 #   make check-models  train course-chat from scratch for 3 seeds x 1 and 2 threads; every
 #                build must clear the tests' accuracy floors (~40 min on 2 cores; none published)
 #   make doctor  can this machine run the course? one PASS/FAIL line per check
-#   make lint    ruff
+#   make lint    ruff + mypy
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -137,6 +137,7 @@ doctor: venv
 lint: venv
 	$(PY) -m ruff check courselib autograder server_setup tests bench
 	$(PY) -m ruff format --check courselib autograder server_setup tests bench
+	$(PY) -m mypy courselib autograder server_setup
 
 clean-models:
 	$(PY) -m courselib models clean

@@ -54,7 +54,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from autograder.course import SOLUTION_BEGIN, SOLUTION_END, Course
-from autograder.grade.job import grade_id, is_test
+from autograder.grade.job import grade_id, is_test, nbgrader_id
 
 
 @dataclass
@@ -123,11 +123,11 @@ def analyse(course: Course, assignment: str) -> Lab:
     source = nbformat.read(course.source_notebook(assignment), as_version=4)
     release = nbformat.read(course.release_notebook(assignment), as_version=4)
     solutions = {
-        grade_id(c): c.source
+        nbgrader_id(c): c.source
         for c in source.cells
         if c.metadata.get("nbgrader", {}).get("solution")
     }
-    tests = {grade_id(c): c for c in source.cells if is_test(c)}
+    tests = {nbgrader_id(c): c for c in source.cells if is_test(c)}
     names = {gid: _names(src) for gid, src in solutions.items()}
     # solution s "reaches" r if s uses a name r defines (s breaks when r breaks)
     reaches = {s: {r for r in solutions if r != s and names[r][0] & names[s][1]} for s in solutions}

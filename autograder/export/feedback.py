@@ -36,7 +36,10 @@ def hide_hidden_tests(cell: NotebookNode) -> NotebookNode:
     """``cell`` with its hidden tests and their traces removed (a no-op without them)."""
     if cell.get("cell_type") != "code" or HIDDEN_BEGIN not in cell.source:
         return cell
-    visible, hidden, shift, inside = [], set(), {}, False
+    visible: list[str] = []
+    hidden: set[int] = set()
+    shift: dict[int, int] = {}
+    inside = False
     for number, line in enumerate(cell.source.split("\n"), start=1):
         if HIDDEN_BEGIN in line:
             inside = True

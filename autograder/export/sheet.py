@@ -23,7 +23,7 @@ import nbformat
 from nbgrader.api import MissingEntry
 
 from autograder.course import Course
-from autograder.grade.job import grade_id, is_test
+from autograder.grade.job import is_test, nbgrader_id
 from autograder.grade.ledger import Ledger
 
 FIXED = ["student", "assignment", "score", "max_score", "status", "reason", "notes"]
@@ -32,7 +32,7 @@ FIXED = ["student", "assignment", "score", "max_score", "status", "reason", "not
 def test_cells(course: Course, assignment: str) -> list[str]:
     """grade_ids of the lab's test cells, in notebook order."""
     nb = nbformat.read(course.release_notebook(assignment), as_version=4)
-    return [grade_id(c) for c in nb.cells if is_test(c)]
+    return [nbgrader_id(c) for c in nb.cells if is_test(c)]
 
 
 def grade_rows(course: Course, assignments: list[str] | None = None) -> list[dict[str, Any]]:

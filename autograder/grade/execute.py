@@ -185,6 +185,9 @@ class LimitedExecute(Execute):
     max_output_bytes = Integer(1_000_000, help="output kept per cell").tag(config=True)
     max_tasks = Integer(256, help="processes + threads of the kernel (0: no cap)").tag(config=True)
     isolation = Enum(ISOLATIONS, "none", help="see GradeSettings.isolation").tag(config=True)
+    # nbclient's trait; nbgrader's Execute is untyped, so _responsive's write would be taken
+    # for its declaration
+    timeout: int | None
 
     def preprocess(self, nb, resources=None, km=None):
         ctx = context(resources)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from nbformat import NotebookNode
 
@@ -117,6 +117,15 @@ def fingerprint(submission_sha: str, source_sha: str, settings: dict[str, Any]) 
 
 def grade_id(cell: NotebookNode) -> str | None:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def nbgrader_id(cell: NotebookNode) -> str:
+    """The grade_id of a solution or graded cell of an instructor's or a release notebook.
+
+    nbgrader's format check refuses such a cell without one before it makes the release, so
+    these notebooks always have it (a student's copy may have lost it: use :func:`grade_id`).
+    """
+    return cast(str, grade_id(cell))
 
 
 def is_test(cell: NotebookNode) -> bool:

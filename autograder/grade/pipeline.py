@@ -39,7 +39,7 @@ from nbgrader.preprocessors import ClearOutput, LimitOutput, OverwriteCells, Ove
 
 from autograder.grade.cells import DeduplicateGradeIds, RestoreSourceCells
 from autograder.grade.execute import LimitedExecute
-from autograder.grade.job import Context, Job, Result, grade_id, sha256_file
+from autograder.grade.job import Context, Job, Result, nbgrader_id, sha256_file
 from autograder.grade.parameters import InjectParameters
 from autograder.grade.read import Normalise, UnreadableNotebook, read_submission
 from autograder.grade.score import Score
@@ -97,8 +97,8 @@ def scored_zero(job: Job, reason: str, result: Result | None = None) -> Result:
     )
     for cell in release.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
-            result.scores[grade_id(cell)] = 0.0
-            result.max_scores[grade_id(cell)] = float(cell.metadata.nbgrader.get("points", 0))
+            result.scores[nbgrader_id(cell)] = 0.0
+            result.max_scores[nbgrader_id(cell)] = float(cell.metadata.nbgrader.get("points", 0))
     result.reasons.append(reason)
     release.cells.insert(0, _notice(result.reasons))
     _write(release, job.output)

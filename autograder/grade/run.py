@@ -136,7 +136,8 @@ def _run_pool(
     runtime = scratch / "runtime"
     runtime.mkdir(exist_ok=True)
     context = multiprocessing.get_context("spawn")
-    pending, alone, restarts, idle_breaks = list(jobs), [], 0, 0
+    pending, restarts, idle_breaks = list(jobs), 0, 0
+    alone: list[Job] = []
     while pending or alone:
         batch = pending or [alone.pop(0)]
         isolated = not pending

@@ -18,7 +18,7 @@ its engine promptly when that happens.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 from courselib.chat.messages import Message
@@ -55,7 +55,9 @@ class Backend(ABC):
         """Tokens of the prompt these messages render to (with the generation prompt)."""
 
     @abstractmethod
-    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], *, config: GenerationConfig
+    ) -> Generator[str, None, None]:
         """Yield the reply as text pieces (about one token each) as they are generated."""
 
     def prompt_text(self, messages: Sequence[Message]) -> str:

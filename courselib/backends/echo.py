@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from courselib.backends.base import Backend, GenerationConfig, Message
 
@@ -33,7 +33,9 @@ class EchoBackend(Backend):
         """One token per whitespace-separated word of every message."""
         return sum(len(m.content.split()) for m in messages)
 
-    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], *, config: GenerationConfig
+    ) -> Generator[str, None, None]:
         """Yield the words of the last user message, each with a leading space (as SPM pieces)."""
         last = next((m.content for m in reversed(messages) if m.role == "user"), "")
         for word in last.split()[: config.max_tokens]:

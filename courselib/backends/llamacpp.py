@@ -22,7 +22,7 @@ import codecs
 import ctypes
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,7 +104,9 @@ class LlamaCppBackend(Backend):
         """Exact: the model's tokenizer on the rendered prompt (BOS included)."""
         return len(self.encode(self.template.render(messages)))
 
-    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], *, config: GenerationConfig
+    ) -> Generator[str, None, None]:
         """Yield the reply as llama.cpp decodes it; llama.cpp runs in this generator, so closing
         it stops decoding at once."""
         ids = self.encode(self.template.render(messages))

@@ -37,7 +37,7 @@ import email.utils
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -207,7 +207,9 @@ class OpenAIBackend(Backend):
 
     # -- generation -----------------------------------------------------------------------
 
-    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], *, config: GenerationConfig
+    ) -> Generator[str, None, None]:
         """Yield the server's streamed deltas; closing the generator closes the connection,
         which makes the server stop generating."""
         request = {

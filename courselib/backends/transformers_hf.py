@@ -20,9 +20,9 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from courselib import settings
 from courselib.backends.base import Backend, GenerationConfig, Message
@@ -159,10 +159,13 @@ class TransformersBackend(Backend):
         """Exact: the tokenizer's count of the rendered prompt (BOS included)."""
         return len(self.encode(self.template.render(messages)))
 
-    def stream(self, messages: Sequence[Message], *, config: GenerationConfig) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], *, config: GenerationConfig
+    ) -> Generator[str, None, None]:
         """Yield decoded text as ``generate`` produces it; closing the generator stops it."""
         torch = require("torch", extra="models")
-        transformers = require("transformers", extra="models")
+        # Any, said here: mypy must know it before it reads _StopFlag's base class below
+        transformers: Any = require("transformers", extra="models")
         ids = self.encode(self.template.render(messages))
         room = self.context_size - len(ids)
         if room <= 0:
@@ -238,7 +241,7 @@ class TransformersBackend(Backend):
             require("torch", extra="models").cuda.empty_cache()
 
 
-def _token_streamer(transformers):
+def _token_streamer(transformers: Any) -> type:
     """TextIteratorStreamer that hands out text per token, not per whole word.
 
     The stock streamer waits for a space before it shows a word; a chat UI wants each token as
@@ -247,6 +250,11 @@ def _token_streamer(transformers):
     """
 
     class TokenStreamer(transformers.TextIteratorStreamer):
+        # TextStreamer.__init__ sets these; the base is untyped, so put's writes would be
+        # taken for their declarations
+        next_tokens_are_prompt: bool
+        print_len: int
+
         def put(self, value) -> None:
             if self.skip_prompt and self.next_tokens_are_prompt:
                 self.next_tokens_are_prompt = False

@@ -57,7 +57,9 @@ VICUNA_JINJA = (
 
 
 def render_vicuna(
-    turns: Sequence[tuple[Role, str]],
+    # str, not Role: the roles come from data (the corpus, training files, chat messages) and
+    # are checked here, where any other role is a ValueError
+    turns: Sequence[tuple[str, str]],
     *,
     system: str = VICUNA_SYSTEM,
     add_generation_prompt: bool = True,

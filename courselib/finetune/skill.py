@@ -97,9 +97,14 @@ HeldOutSplit = Literal["validation", "test"]
 
 def questions() -> list[corpus.QA]:
     """Every skill question with its split (train, validation, test), as the corpus's QA."""
+    splits: tuple[tuple[corpus.Split, tuple[str, ...]], ...] = (
+        ("train", TRAIN),
+        ("validation", VALIDATION),
+        ("test", TEST),
+    )
     out = []
     for x, y in SOUNDS.items():
-        for split, templates in (("train", TRAIN), ("validation", VALIDATION), ("test", TEST)):
+        for split, templates in splits:
             for template in templates:
                 answer = ANSWER.format(X=x[:1].upper() + x[1:], y=y)
                 out.append(corpus.QA(FAMILY, template.format(x=x), answer, y, split))

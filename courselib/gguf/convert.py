@@ -186,7 +186,8 @@ def _vocab(model_dir: Path, n_vocab: int):
         types.append(gguf.TokenType.UNUSED)
     from sentencepiece import sentencepiece_model_pb2
 
-    proto = sentencepiece_model_pb2.ModelProto()
+    # generated protobuf code: ModelProto is built at import time, so no stub declares it
+    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
     proto.ParseFromString((model_dir / "tokenizer.model").read_bytes())
     return tokens, scores, types, proto.normalizer_spec
 

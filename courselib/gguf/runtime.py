@@ -174,6 +174,7 @@ def _child(path: str) -> None:
         model_path=path, n_ctx=64, n_threads=settings.resolve("threads"), verbose=False
     )
     out = llm.create_completion("USER: Hello ASSISTANT:", max_tokens=4, temperature=0.0)
+    assert isinstance(out, dict)  # without stream=True: one response, not an iterator of chunks
     print(json.dumps({"ok": True, "text": out["choices"][0]["text"]}))
 
 

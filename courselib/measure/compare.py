@@ -13,9 +13,11 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 from courselib.errors import require
 from courselib.gguf import mix as gguf_mix
@@ -24,7 +26,7 @@ from courselib.memory import kv
 from courselib.memory.configs import load_config, shape_of
 from courselib.memory.estimate import llama_cpp_compute_bytes
 from courselib.memory.preflight import estimate_load_bytes
-from courselib.memory.training import estimate_training
+from courselib.memory.training import Method, estimate_training
 from courselib.memory.weights import weight_bytes
 
 TOLERANCE = 0.10
@@ -160,10 +162,20 @@ def compare_kv(
     return rows
 
 
+class _Step(TypedDict):
+    """The training step measured and estimated: train_step's and estimate_training's
+    arguments alike."""
+
+    method: Method
+    batch: int
+    seq_len: int
+    gradient_checkpointing: bool
+
+
 def compare_training(
     hf: str | os.PathLike[str],
     *,
-    methods: Iterable[str] = ("full", "lora", "qlora"),
+    methods: Iterable[Method] = ("full", "lora", "qlora"),
     batch: int = 2,
     seq_len: int = 256,
     threads: int = 2,
@@ -177,7 +189,7 @@ def compare_training(
     rows = []
     for method in methods:
         gc = method == "qlora"
-        kwargs = {
+        kwargs: _Step = {
             "method": method,
             "batch": batch,
             "seq_len": seq_len,
@@ -204,7 +216,7 @@ def compare_all(
     kv_gguf: str | os.PathLike[str],
     precisions: Iterable[str] = ("fp32", "fp16", "nf4", "nf4-dq"),
     n_ctx: int = 512,
-    methods: Iterable[str] = ("full", "lora", "qlora"),
+    methods: Iterable[Method] = ("full", "lora", "qlora"),
     batch: int = 2,
     seq_len: int = 128,
     progress: bool = True,
@@ -214,13 +226,13 @@ def compare_all(
     from tqdm.auto import tqdm
 
     precisions, methods = list(precisions), list(methods)
-    steps = [("GGUF files", lambda: compare_gguf(ggufs))]
-    steps += [(f"weights {p}", lambda p=p: compare_weights(hf, precisions=[p])) for p in precisions]
+    steps: list[tuple[str, Callable[[], list[Row]]]] = [("GGUF files", lambda: compare_gguf(ggufs))]
+    steps += [(f"weights {p}", partial(compare_weights, hf, precisions=[p])) for p in precisions]
     steps.append(("KV cache", lambda: compare_kv(hf, kv_gguf, n_ctx=n_ctx)))
     steps += [
         (
             f"training: {m}",
-            lambda m=m: compare_training(hf, methods=[m], batch=batch, seq_len=seq_len),
+            partial(compare_training, hf, methods=[m], batch=batch, seq_len=seq_len),
         )
         for m in methods
     ]

@@ -25,11 +25,14 @@ import gc
 import re
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from courselib.measure.process import peak_rss_bytes, reset_peak, rss_bytes
 from courselib.measure.runner import run_isolated
 from courselib.nf4 import require_bitsandbytes
+
+if TYPE_CHECKING:
+    from courselib.finetune.methods import Method, Precision
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number (glibc malloc.h)
 
@@ -221,7 +224,7 @@ def llama_cpp_load(gguf_path: str, *, n_ctx: int, threads: int = 2) -> dict[str,
 def train_step(
     model_dir: str,
     *,
-    method: str = "full",
+    method: Method = "full",
     batch: int = 1,
     seq_len: int = 128,
     gradient_checkpointing: bool = False,
@@ -229,7 +232,7 @@ def train_step(
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj"),
     lora_dropout: float = 0.05,
     grad_accum: int = 1,
-    precision: str = "fp32",
+    precision: Precision = "fp32",
     autocast: bool = False,
     steps: int = 2,
     threads: int = 2,

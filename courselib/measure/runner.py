@@ -62,6 +62,7 @@ def _child(target: str, imports: Sequence[str], kwargs: dict[str, Any], out: mp.
         value = func(**kwargs)
         seconds = time.perf_counter() - start
         result = Isolated(value, max(peak_rss_bytes(), baseline), baseline, seconds)
+        payload: tuple[str, bytes | str]
         try:  # Queue.put pickles in a background thread, where an error is only printed
             payload = ("ok", pickle.dumps(result))
         except Exception as exc:

@@ -28,15 +28,35 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from courselib.errors import CourseError, require
 from courselib.finetune.presets import PRESETS, LoraSettings
 from courselib.measure.memory import run
-from courselib.memory.training import estimate_training
+from courselib.memory.training import StateDtype, TrainPrecision, estimate_training
+
+if TYPE_CHECKING:
+    from courselib.finetune.methods import Precision
 
 Tip = Literal["grad-accum", "bf16-autocast", "bf16-weights", "grad-checkpointing"]
 TIPS: tuple[Tip, ...] = ("grad-accum", "bf16-autocast", "bf16-weights", "grad-checkpointing")
+
+
+class _StepArgs(TypedDict, total=False):
+    """The train_step arguments a tip sets."""
+
+    batch: int
+    grad_accum: int
+    autocast: bool
+    precision: Precision
+    gradient_checkpointing: bool
+
+
+class _EstimateArgs(TypedDict, total=False):
+    """The estimate_training arguments a tip sets instead of fp32."""
+
+    precision: TrainPrecision
+    optimizer_dtype: StateDtype
 
 
 @dataclass(frozen=True)
@@ -108,12 +128,13 @@ def compare_savings(
     small = tip_batch // grad_accum
     # 16-bit weights: full fine-tuning trains them with 16-bit AdamW states; LoRA and QLoRA
     # keep fp32 adapters and states (the estimator's "mixed")
-    sixteen = (
+    sixteen: _EstimateArgs = (
         {"precision": "bf16", "optimizer_dtype": "bf16"}
         if tip_method == "full"
         else {"precision": "mixed"}
     )
-    variants = {  # tip -> (setting, train_step arguments, estimate_training arguments, note)
+    # tip -> (setting, train_step arguments, estimate_training arguments, note)
+    variants: dict[str, tuple[str, _StepArgs, _EstimateArgs | None, str]] = {
         "grad-accum": (
             f"batch {small} x {grad_accum} accumulated",
             {"batch": small, "grad_accum": grad_accum},

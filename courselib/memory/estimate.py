@@ -214,7 +214,7 @@ def estimate_inference(
         notes.append(f"Weights: the tensor bytes listed in {gguf_file.path.name}'s header.")
     else:
         precision = normalize(precision or shape.dtype)
-        default_engine = {"gguf": "llama.cpp", "group": "vllm"}
+        default_engine: dict[str, Engine] = {"gguf": "llama.cpp", "group": "vllm"}
         engine = engine or default_engine.get(kind(precision), "transformers")
         weights = weight_bytes(config, precision=precision)
     if engine == "vllm":

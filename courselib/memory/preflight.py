@@ -84,7 +84,7 @@ def check_fits(
 
         available_bytes = int(require("psutil", extra="models").virtual_memory().available)
     if need > available_bytes:
-        path = getattr(model_path, "path", model_path)
+        path = model_path.path if isinstance(model_path, GGUFInfo) else model_path
         name = Path(path).name or str(path)
         raise CourseError(
             f"{name} needs about {_gb(need)} to load with n_ctx={n_ctx}, "

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from courselib.errors import CourseError
 from courselib.memory.activations import activation_bytes, layer_activation_bytes
@@ -100,6 +100,17 @@ def _targets(lora_targets: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(lora_targets, str):
         return ALL_LINEAR if lora_targets == "all-linear" else tuple(lora_targets.split(","))
     return tuple(lora_targets)
+
+
+class _ActivationArgs(TypedDict):
+    """What activation_bytes and layer_activation_bytes are both given."""
+
+    method: str
+    tokens: int
+    elem_bytes: int
+    lora_targets: Iterable[str]
+    lora_rank: int
+    lora_dropout: float
 
 
 def estimate_training(
@@ -172,7 +183,7 @@ def estimate_training(
         notes.append(
             f"{trainable:,} trainable LoRA parameters (r={lora_rank}, {', '.join(targets)})."
         )
-    act_args = {
+    act_args: _ActivationArgs = {
         "method": "full" if method == "full" else "lora",
         "tokens": batch * seq_len,
         "elem_bytes": elem,

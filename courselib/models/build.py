@@ -126,7 +126,9 @@ def build_all(
             else:
                 log(f"{name}: building ...")
                 build_model(spec, data_dir=data_dir, check=check, log=log)
-            manifests[name] = read_manifest(name, data_dir=data_dir)
+            manifest = read_manifest(name, data_dir=data_dir)
+            assert manifest is not None  # current, or build_model has just written it
+            manifests[name] = manifest
     return manifests
 
 
@@ -174,7 +176,7 @@ def build_model(
         made: dict[str, Any]
         if spec.weights == "trained" and checkpoint is None:
             made = {"checkpoint": "shipped", **shipped.install(hf)["training"]}
-        elif spec.weights == "trained":
+        elif spec.weights == "trained" and checkpoint is not None:
             shutil.copytree(checkpoint, hf)
             made = json.loads((checkpoint / "training.json").read_text())
         else:

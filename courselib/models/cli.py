@@ -177,6 +177,7 @@ def _info(args) -> int:
         from courselib.models.store import hf_dir
 
         hf_dir(args.name)  # raises the "not built" CourseError
+    assert manifest is not None  # hf_dir has raised for a model that is not built
     print(f"{args.name}: {manifest['description']}")
     print(f"  folder: {model_root(args.name)}")
     print(f"  parameters: {manifest['params']:,}")

@@ -17,9 +17,9 @@ BUILD_VERSION = 4
 """Bump when a change to the tokenizer, training, conversion or quantization code changes the
 files it writes: built models are reused until their inputs (this included) change."""
 
-QUANTS = ("F32", "F16", "Q8_0", "Q4_0", "Q4_K_M")
-"""GGUF files built for every course model, from exact to smallest."""
 Quant = Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"]
+QUANTS: tuple[Quant, ...] = ("F32", "F16", "Q8_0", "Q4_0", "Q4_K_M")
+"""GGUF files built for every course model, from exact to smallest."""
 
 
 @dataclass(frozen=True)

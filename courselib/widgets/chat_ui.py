@@ -40,7 +40,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -229,7 +229,7 @@ def _engine_thread(backend: Backend) -> _EngineThread:
         return engine
 
 
-def _produce(gen: Iterator[str], handoff: _Handoff) -> None:
+def _produce(gen: Generator[str, None, None], handoff: _Handoff) -> None:
     """The producer of one reply: iterate ``gen`` until it ends or Stop, then close it."""
     error: Exception | None = None
     try:
@@ -442,7 +442,7 @@ class ChatUI:
         self._set_status("waiting for the first token…")
         return fit.messages, config, reply
 
-    def _pull_sync(self, gen: Iterator[str], reply: _Reply) -> Exception | None:
+    def _pull_sync(self, gen: Generator[str, None, None], reply: _Reply) -> Exception | None:
         """Stream the reply in the caller; returns the error that ended it, if any."""
         if self._produced is not None:
             self._produced.wait()  # a notebook reply's producer may still be closing its stream
@@ -457,7 +457,7 @@ class ChatUI:
             gen.close()
         return None
 
-    async def _pull_async(self, gen: Iterator[str], reply: _Reply) -> str:
+    async def _pull_async(self, gen: Generator[str, None, None], reply: _Reply) -> str:
         """Stream the reply as a task: the engine thread pulls, this task draws on the loop."""
         handoff = self._handoff = _Handoff(asyncio.get_running_loop())
         self._produced = _engine_thread(self.backend).submit(lambda: _produce(gen, handoff))

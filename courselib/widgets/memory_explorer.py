@@ -17,12 +17,16 @@ Example::
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING, cast
 
 from courselib.errors import require
 from courselib.memory.configs import shipped_models
 from courselib.memory.estimate import Estimate, estimate_inference
 from courselib.memory.table import breakdown
-from courselib.memory.training import ALL_LINEAR, estimate_training
+from courselib.memory.training import ALL_LINEAR, TrainPrecision, estimate_training
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 widgets = require("ipywidgets", extra="lab")
 
@@ -45,13 +49,15 @@ def estimate_for(model: str, *, method: str, precision: str, context: int, batch
     linear layers with gradient checkpointing and a paged optimizer, as in the QLoRA paper)."""
     if method == "inference":
         return estimate_inference(model, precision=precision, n_ctx=context, batch=batch)
+    # the explorer offers only PRECISIONS[method]: training precisions for full and LoRA
+    train_precision = cast(TrainPrecision, precision)
     if method == "full fine-tune":
         return estimate_training(
-            model, method="full", precision=precision, batch=batch, seq_len=context
+            model, method="full", precision=train_precision, batch=batch, seq_len=context
         )
     if method == "LoRA":
         return estimate_training(
-            model, method="lora", precision=precision, batch=batch, seq_len=context
+            model, method="lora", precision=train_precision, batch=batch, seq_len=context
         )
     return estimate_training(
         model,
@@ -107,7 +113,7 @@ class MemoryExplorer:
         )
         self.status = widgets.HTML()
         self.estimate: Estimate | None = None
-        self.figure = None
+        self.figure: Figure | None = None
         self._switching = False
         for w in (self.model, self.precision, self.context, self.batch, self.budget):
             w.observe(self._changed, names="value")

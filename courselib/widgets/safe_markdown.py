@@ -77,12 +77,13 @@ def to_html(text: str) -> str:
         escaped = html.escape(line)
         bullet, numbered = _BULLET.match(escaped), _NUMBERED.match(escaped)
         heading = _HEADING.match(escaped)
-        if bullet or numbered:
+        listed = bullet or numbered
+        if listed:
             tag = "ul" if bullet else "ol"
             if paragraph or (items and tag != list_tag):
                 flush()
             list_tag = tag
-            items.append(_inline((bullet or numbered).group(1)))
+            items.append(_inline(listed.group(1)))
         elif heading:
             flush()
             level = min(len(heading.group(1)) + 2, 6)  # h3..h6: a reply is not a page title

@@ -89,7 +89,7 @@ def choose_engine(p: Plan, d: Deployment) -> EngineKind:
         )
     if d.engine == "auto":
         return planned
-    wanted: EngineKind = d.engine  # type: ignore[assignment]
+    wanted: EngineKind = d.engine
     if (wanted == "llamacpp") != (planned == "llamacpp"):
         needs = "a GGUF type on a CPU host" if wanted == "llamacpp" else "fp16/bf16/awq/gptq"
         raise CourseError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from server_setup.gateway.nginx import GatewayPaths, gateway_url
 from server_setup.plan import Plan
 from server_setup.render.engine import EngineRun
@@ -34,7 +36,7 @@ INSTALLED = {
 def readme(files: list[str], *, run: EngineRun, p: Plan, d: Deployment) -> str:
     """The text, given the rendered files' relative paths."""
     install = d.resolved_install_dir()
-    paths = GatewayPaths.of(d, install_dir=install)
+    paths = GatewayPaths.of(d, install_dir=Path(install))
     state = paths.state_dir
     url = gateway_url(d).replace(d.gateway_host, "<this host>", 1)
     lines = [
