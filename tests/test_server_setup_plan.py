@@ -7,12 +7,9 @@ loaded, no GPU needed). GiB throughout: a "40 GB" A100 has 40 GiB.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from servers import server_setup_cli
 
 from courselib.errors import CourseError
 from courselib.memory import estimate_inference
@@ -20,7 +17,6 @@ from server_setup.hardware import Host, detect_host, meminfo_bytes, parse_size
 from server_setup.plan import plan
 from server_setup.report import refusal, table
 
-ROOT = Path(__file__).resolve().parent.parent
 GiB = 2**30
 
 # (model, options, fits?, served dtype, engine)
@@ -182,39 +178,31 @@ def test_report_says_what_was_counted_and_why_it_fails():
     assert "FITS" in table(plan("llama-13b", gpu_mem="80GiB", dtype="fp16"))
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "server_setup", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
-
-
 def test_cli_refuses_13b_fp32_on_40gb_with_exit_1():
-    run = _cli("plan", "wizard-vicuna-13b", "--gpu-mem", "40GiB", "--gpus", "1")
+    run = server_setup_cli(
+        "plan", "wizard-vicuna-13b", "--gpu-mem", "40GiB", "--gpus", "1", check=False
+    )
     assert run.returncode == 1
     assert "DOES NOT FIT" in run.stderr and "--dtype awq" in run.stderr
     assert "weights" in run.stdout
 
 
 def test_cli_fits_with_exit_0_and_json():
-    run = _cli("plan", "llama-13b", "--gpu-mem", "80GiB", "--dtype", "fp16", "--json")
+    run = server_setup_cli(
+        "plan", "llama-13b", "--gpu-mem", "80GiB", "--dtype", "fp16", "--json", check=False
+    )
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     assert data["fits"] and data["engine"] == "vllm" and data["need_bytes"] < data["usable_bytes"]
 
 
 def test_cli_mistake_exits_2_with_what_to_do():
-    run = _cli("plan", "no-such-model", "--gpu-mem", "40GiB")
+    run = server_setup_cli("plan", "no-such-model", "--gpu-mem", "40GiB", check=False)
     assert run.returncode == 2
     assert "Unknown model" in run.stderr and "What to do" in run.stderr
 
 
 def test_cli_help_explains_with_examples():
-    run = _cli("plan", "--help")
+    run = server_setup_cli("plan", "--help", check=False)
     assert run.returncode == 0
     assert "--gpu-memory-utilization" in run.stdout and "wizard-vicuna-13b" in run.stdout
