@@ -56,7 +56,11 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
         epilog="Examples:" + __doc__.split("Examples::", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="shipped name, checkpoint folder or .gguf file")
+    p.add_argument(
+        "model", nargs="?", help="shipped name, checkpoint folder or .gguf file (or --model)"
+    )
+    # the same flag as render's and up's, so one command line works for all three
+    p.add_argument("--model", dest="model_flag", metavar="MODEL", help="the same, as a flag")
     hw = p.add_argument_group("the host (default: the GPUs torch/nvidia-smi find, else RAM)")
     hw.add_argument("--gpu-mem", metavar="SIZE", help="memory of one GPU, e.g. 40GiB, 80GB")
     hw.add_argument(
@@ -97,8 +101,14 @@ def _run_plan(args: argparse.Namespace) -> int:
     from server_setup.plan import plan
     from server_setup.report import refusal, table
 
+    if (args.model is None) == (args.model_flag is None):
+        raise CourseError(
+            "plan needs one model: "
+            + ("none was given." if args.model is None else "it was given twice."),
+            hint="Name it once: python -m server_setup plan wizard-vicuna-13b (or --model ...).",
+        )
     result = plan(
-        args.model,
+        args.model or args.model_flag,
         gpu_mem=args.gpu_mem,
         gpus=args.gpus,
         ram=args.ram,

@@ -206,3 +206,13 @@ def test_cli_help_explains_with_examples():
     run = server_setup_cli("plan", "--help", check=False)
     assert run.returncode == 0
     assert "--gpu-memory-utilization" in run.stdout and "wizard-vicuna-13b" in run.stdout
+
+
+def test_plan_takes_the_model_as_render_and_up_do():
+    args = ("--gpu-mem", "80GiB", "--dtype", "fp16", "--json")
+    positional = server_setup_cli("plan", "llama-13b", *args, check=False)
+    flag = server_setup_cli("plan", "--model", "llama-13b", *args, check=False)
+    assert positional.returncode == flag.returncode == 0 and positional.stdout == flag.stdout
+    for wrong in ([], ["llama-13b", "--model", "llama-7b"]):
+        run = server_setup_cli("plan", *wrong, "--gpu-mem", "80GiB", check=False)
+        assert run.returncode == 2 and "plan needs one model" in run.stderr
