@@ -136,6 +136,9 @@ def cmd_grade(args) -> int:
             )
         for r in report.errors:
             print(f"  not graded: {r.student}: {'; '.join(r.reasons)}")
+        for r in report.results:
+            if r.flags:  # scores stand; an instructor looks (grades.csv's flag column)
+                print(f"  flagged for review: {r.student}: {'; '.join(r.flags)}")
         failed += len(report.errors)
     return 1 if failed else 0
 

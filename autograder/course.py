@@ -38,6 +38,21 @@ Isolation = Literal["none", "namespaces", "sandbox"]
 ISOLATIONS: tuple[str, ...] = get_args(Isolation)
 """How far each kernel is kept from the grader: see ``GradeSettings.isolation``."""
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def hidden_lines(source: str) -> set[int]:
+    """1-based numbers of the lines inside ``### BEGIN/END HIDDEN TESTS``, markers included."""
+    hidden, inside = set(), False
+    for number, line in enumerate(source.split("\n"), start=1):
+        if HIDDEN_BEGIN in line:
+            inside = True
+        if inside:
+            hidden.add(number)
+        if HIDDEN_END in line:
+            inside = False
+    return hidden
+
+
 SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
 
 
@@ -62,6 +77,9 @@ class GradeSettings:
     no network, and it cannot see or signal the grader. Needs unprivileged user namespaces.
     "sandbox": the same in bubblewrap, which also hides every file but the course library,
     the models and the submission's own folder (``apt install bubblewrap``)."""
+    tests_in_kernel: bool = False
+    """nbgrader's way: test cells run in the student's kernel, which can forge their result
+    (kept to measure against). Default: they run in the grader, on the notebook's values."""
     kernel_threads: int = 0
     """Threads for torch/BLAS/llama.cpp in each kernel; 0: the cores divided by the workers."""
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -71,6 +71,9 @@ def own_work(func: F, *, lab: str) -> F:
     """``func``, failing its call when it calls one of ``lab``'s reference implementations."""
     if getattr(func, "__own_work__", None) == lab:
         return func  # the test cell ran again: wrap once
+    delegate = getattr(type(func), "__own_work_for__", None)
+    if delegate is not None:  # the autograder's stand-in for a function in a student's kernel
+        return delegate(func, lab)
     name = getattr(func, "__name__", "your function")
 
     @functools.wraps(func)

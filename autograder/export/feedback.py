@@ -11,6 +11,7 @@ Example: a test cell whose hidden assert fails shows ``AssertionError (in a hidd
 
 from __future__ import annotations
 
+import json
 import re
 
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
@@ -18,7 +19,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import GetGrades, NbGraderPreprocessor
 from traitlets.config import Config
 
-from autograder.course import HIDDEN_BEGIN, HIDDEN_END, Course, venv_on_path
+from autograder.course import HIDDEN_BEGIN, Course, hidden_lines, venv_on_path
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -36,20 +37,13 @@ def hide_hidden_tests(cell: NotebookNode) -> NotebookNode:
     """``cell`` with its hidden tests and their traces removed (a no-op without them)."""
     if cell.get("cell_type") != "code" or HIDDEN_BEGIN not in cell.source:
         return cell
+    hidden = hidden_lines(cell.source)
     visible: list[str] = []
-    hidden: set[int] = set()
     shift: dict[int, int] = {}
-    inside = False
     for number, line in enumerate(cell.source.split("\n"), start=1):
-        if HIDDEN_BEGIN in line:
-            inside = True
-        if inside:
-            hidden.add(number)
-        else:
+        if number not in hidden:
             shift[number] = len(visible) + 1
             visible.append(line)
-        if HIDDEN_END in line:
-            inside = False
     cell.source = "\n".join(visible).rstrip("\n")
     for out in cell.get("outputs", []):
         if out.get("output_type") != "error":
@@ -58,18 +52,63 @@ def hide_hidden_tests(cell: NotebookNode) -> NotebookNode:
         line = _failing_line(out.get("traceback", []), cell.get("execution_count"))
         if line is None:
             out["traceback"] = [head]
-        elif line in hidden:
-            out["traceback"] = [f"{head} (in a hidden test)"]
+        elif line in hidden:  # its message may echo the hidden test's values
+            out["evalue"] = "in a hidden test"
+            out["traceback"] = [f"{out.get('ename', 'Error')} (in a hidden test)"]
         else:
             out["traceback"] = [f"{head} (line {shift[line]}: {visible[shift[line] - 1].strip()})"]
     return cell
 
 
+def hidden_texts(nb: NotebookNode) -> set[str]:
+    """What of the notebook's hidden tests must not appear in feedback: each code line (longer
+    than a few characters) and each string literal of 6 characters or more, unless the rest of
+    the notebook shows it too."""
+    found: set[str] = set()
+    shown: list[str] = []  # what the student sees anyway: not a secret
+    for cell in nb.cells:
+        hidden = hidden_lines(cell.source) if cell.get("cell_type") == "code" else set()
+        lines = cell.source.split("\n")
+        shown += [line for n, line in enumerate(lines, start=1) if n not in hidden]
+        for number in sorted(hidden):
+            line = lines[number - 1].strip()
+            if len(line) > 8 and not line.startswith("#"):
+                found.add(line)
+            found |= {m[1:-1] for m in STRING.findall(line) if len(m) >= 8}
+    visible = "\n".join(shown)
+    return {text for text in found if text not in visible}
+
+
+STRING = re.compile(r"'[^'\\]*'|\"[^\"\\]*\"")
+REMOVED = "[autograder: output removed, it showed the text of a hidden test]\n"
+
+
+def scrub(cell: NotebookNode, secrets: set[str]) -> NotebookNode:
+    """``cell`` with every output that shows one of ``secrets`` replaced by a note: whatever a
+    student's code printed (arguments it saved, a test's source it read), feedback stays clean."""
+    if not secrets or cell.get("cell_type") != "code":
+        return cell
+    kept = []
+    for out in cell.get("outputs", []):
+        text = json.dumps(out, ensure_ascii=False) + " " + str(out)
+        if any(s in text for s in secrets):
+            kept.append(NotebookNode(output_type="stream", name="stdout", text=REMOVED))
+        else:
+            kept.append(out)
+    cell.outputs = kept
+    return cell
+
+
 class HideHiddenTests(NbGraderPreprocessor):
-    """nbgrader feedback step: hidden test source and tracebacks removed."""
+    """nbgrader feedback step: hidden test source and tracebacks removed, and any output that
+    shows a hidden test's text."""
+
+    def preprocess(self, nb, resources):
+        self._secrets = hidden_texts(nb)
+        return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell, resources, index):
-        return hide_hidden_tests(cell), resources
+        return scrub(hide_hidden_tests(cell), self._secrets), resources
 
 
 def generate_feedback(course: Course, assignment: str, *, show_hidden: bool = False) -> dict:

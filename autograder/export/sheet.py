@@ -3,7 +3,9 @@
 Scores come from nbgrader's gradebook (so a manual regrade in formgrader shows up); the status,
 reasons and notes from the autograder's results table. A grader error has no score.
 
-A row is a dict with the columns student, assignment, score, max_score, status, reason, notes,
+A row is a dict with the columns student, assignment, score, max_score, status, flag (what
+the notebook changed in its kernel that an instructor should look at; never a score change),
+reason (what stopped a full grading), lost (each test cell that lost points, and why), notes,
 and ``cells``: ``{grade_id: (score, points)}``; the CSV has one column per test cell
 (``<lab>:<grade_id>``, in notebook order).
 
@@ -26,7 +28,7 @@ from autograder.course import Course
 from autograder.grade.job import is_test, nbgrader_id
 from autograder.grade.ledger import Ledger
 
-FIXED = ["student", "assignment", "score", "max_score", "status", "reason", "notes"]
+FIXED = ["student", "assignment", "score", "max_score", "status", "flag", "reason", "lost", "notes"]
 
 
 def test_cells(course: Course, assignment: str) -> list[str]:
@@ -49,6 +51,8 @@ def grade_rows(course: Course, assignments: list[str] | None = None) -> list[dic
                 "max_score": rec["max_score"],
                 "status": rec["status"],
                 "reason": "; ".join(rec["reasons"]),
+                "lost": "; ".join(f"{gid}: {why}" for gid, why in rec["lost"].items()),
+                "flag": "; ".join(rec["flags"]),
                 "notes": "; ".join(rec["notes"]),
                 "cells": {},
             }

@@ -74,6 +74,11 @@ def summary_text(rows: list[dict[str, Any]]) -> str:
             else "not scored"
         )
         lines.append(f"  {r['assignment']}  {r['student']:<24} {shown:>9}  {r['reason']}")
+    flagged = [r for r in rows if r.get("flag")]
+    if flagged:
+        lines.append(f"flagged for review ({len(flagged)}; scores unchanged):")
+    for r in flagged:
+        lines.append(f"  {r['assignment']}  {r['student']:<24} {r['flag']}")
     return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ class of untrusted submissions needs:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -42,10 +43,13 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from queue import Empty
 from time import monotonic
+from typing import Any as AnyValue
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
@@ -54,7 +58,9 @@ from traitlets import Any, Bool, Enum, Float, Integer, Unicode
 
 from autograder.course import ISOLATIONS
 from autograder.grade import limits, sandbox
-from autograder.grade.job import context, is_test
+from autograder.grade.agent import MIME, install_source
+from autograder.grade.checker import CallTimeout, Checker, KernelGone, Verdict, notebook_names
+from autograder.grade.job import context, grade_id, is_test
 from courselib import settings
 
 QUIET_ENV = {
@@ -185,6 +191,7 @@ class LimitedExecute(Execute):
     max_output_bytes = Integer(1_000_000, help="output kept per cell").tag(config=True)
     max_tasks = Integer(256, help="processes + threads of the kernel (0: no cap)").tag(config=True)
     isolation = Enum(ISOLATIONS, "none", help="see GradeSettings.isolation").tag(config=True)
+    tests_in_kernel = Bool(False, help="see GradeSettings.tests_in_kernel").tag(config=True)
     # nbclient's trait; nbgrader's Execute is untyped, so _responsive's write would be taken
     # for its declaration
     timeout: int | None
@@ -239,6 +246,12 @@ class LimitedExecute(Execute):
             info = self.wait_for_reply(self.kc.kernel_info())
             if info is not None:
                 nb.metadata["language_info"] = info["content"].get("language_info", {})
+            self._gone: str | None = None
+            checker: Checker | None = None
+            pending: list[tuple[int, NotebookNode, dict[str, AnyValue]]] = []
+            if not self.tests_in_kernel:
+                checker = Checker(self._test_request)
+                self._install_agent()
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
@@ -251,7 +264,12 @@ class LimitedExecute(Execute):
                 if stop is not None:
                     self._mark_not_run(ctx, cell, index, stop)
                     continue
-                stop = self._run_cell(ctx, cell, index, deadline)
+                if checker is not None and is_test(cell):
+                    stop = self._snap(ctx, checker, cell, index, pending)
+                else:
+                    stop = self._run_cell(ctx, cell, index, deadline)
+            if checker is not None:
+                self._check(ctx, checker, pending, deadline, stop)
         finally:
             if self.km is not None:
                 self._cleanup_kernel()
@@ -261,6 +279,157 @@ class LimitedExecute(Execute):
                 shutil.rmtree(sockets, ignore_errors=True)
         self.set_widgets_metadata()
         return nb, self.resources
+
+    # -- test cells in the grader (checker.py): the kernel only answers for the notebook -----
+
+    def _install_agent(self) -> None:
+        """The agent in the fresh kernel, before any notebook cell (agent.py)."""
+        self._request_left = 120.0
+        reply = self._agent(install_source())
+        if not reply.get(
+            "installed"
+        ):  # nothing of the student's has run yet: the grader's own fault
+            raise RuntimeError(f"the grading agent did not start in the kernel: {reply['error']}")
+
+    def _snap(self, ctx, checker: Checker, cell, index: int, pending: list) -> str | None:
+        """Take the names test ``cell`` reads from the notebook, where it stands; its check runs
+        after the last cell (so no student cell runs after a hidden test's call)."""
+        names = notebook_names(cell.source)
+        self._request_left = self.timeout_func(cell)
+        try:
+            reply = self._agent(f"_courselab_agent.snap({json.dumps(names)})")
+        except CallTimeout:
+            reply = {"error": "the notebook did not answer the grader in time"}
+            if not self._interrupt():
+                why = f"the kernel did not answer the grader at {_name(cell, index)}: killed"
+                ctx.reason(why)
+                self._mark_not_run(ctx, cell, index, why)
+                return why
+        except KernelGone as gone:
+            why = f"the kernel died at {_name(cell, index)} ({gone})"
+            ctx.reason(why)
+            self._mark_not_run(ctx, cell, index, why)
+            return why
+        values = reply.get("values") if isinstance(reply.get("values"), dict) else None
+        if values is None:
+            ctx.flag(
+                f"the notebook's kernel did not give the grader its values at {_name(cell, index)}"
+            )
+            values = {}
+        pending.append((index, cell, checker.resolve(values)))
+        return None
+
+    def _check(self, ctx, checker: Checker, pending: list, deadline: float, stop: str | None):
+        """Run the pending test cells in the grader, then look for tampering in the kernel."""
+        for count, (index, cell, values) in enumerate(pending, start=1):
+            if self._gone is not None or monotonic() >= deadline:
+                why = self._gone or (
+                    f"the notebook's time limit ({self.notebook_timeout:g} s) was used up"
+                )
+                ctx.reason(why)
+                self._mark_not_run(ctx, cell, index, why)
+                continue
+            self._request_left = self.timeout_func(cell)
+            allowed = self._request_left
+            try:
+                verdict = checker.run(cell.source, values, count=count)
+            except CallTimeout:
+                verdict = self._timed_out_verdict(cell, index, allowed, count)
+            except KernelGone as gone:
+                self._gone = f"the kernel died while {_name(cell, index)} was checked ({gone})"
+                ctx.reason(self._gone)
+                self._mark_not_run(ctx, cell, index, self._gone)
+                continue
+            cell.execution_count = count
+            cell.outputs = [NotebookNode(out) for out in verdict.outputs]
+            ctx.executed.add(index)
+            if not verdict.passed:
+                ctx.failed[index] = verdict.why
+        if self._gone is None and stop is None:
+            self._probe(ctx)
+
+    def _timed_out_verdict(self, cell, index: int, allowed: float, count: int) -> Verdict:
+        if not self._interrupt():
+            self._gone = (
+                f"the kernel did not stop after {_name(cell, index)} was interrupted: killed"
+            )
+        why = f"your function did not return within the cell time limit ({allowed:g} s)"
+        error = {
+            "output_type": "error",
+            "ename": "TimeoutError",
+            "evalue": why,
+            "traceback": [f"TimeoutError: {why}"],
+        }
+        return Verdict(passed=False, outputs=[error], why=why)
+
+    def _probe(self, ctx) -> None:
+        self._request_left = max(10.0, self.responsive_seconds)
+        try:
+            reply = self._agent("_courselab_agent.probe()")
+        except (CallTimeout, KernelGone):
+            ctx.flag("the kernel did not answer the grader's check for tampering")
+            return
+        findings = reply.get("findings")
+        if not isinstance(findings, list):
+            ctx.flag("the grader's agent in the kernel was removed or replaced")
+            return
+        for finding in findings[:20]:
+            ctx.flag(f"the notebook changed {str(finding)[:300]}")
+
+    def _test_request(self, code: str) -> dict[str, AnyValue]:
+        return self._agent(code)
+
+    def _agent(self, code: str) -> dict[str, AnyValue]:
+        """Run ``code`` in the kernel within ``_request_left`` seconds (which it uses up);
+        -> the JSON payload it published as :data:`MIME`, or ``{"error": ...}``."""
+        if self._gone is not None:
+            raise KernelGone(self._gone)
+        start = monotonic()
+        try:
+            return run_sync(self._async_agent)(code, self._request_left)
+        finally:
+            self._request_left = max(0.0, self._request_left - (monotonic() - start))
+
+    async def _async_agent(self, code: str, timeout: float) -> dict[str, AnyValue]:
+        assert self.kc is not None
+        msg_id = self.kc.execute(code, store_history=False, allow_stdin=False)
+        end = monotonic() + timeout
+        payload: AnyValue = None
+        error = "no answer from the kernel"
+        while True:
+            left = end - monotonic()
+            if left <= 0:
+                raise CallTimeout(code[:80])
+            try:
+                msg = await ensure_async(self.kc.get_iopub_msg(timeout=min(1.0, left)))
+            except Empty:
+                if not await ensure_async(self.kc.is_alive()):
+                    raise KernelGone(self._exit_status()) from None
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg.get("msg_type"), msg.get("content", {})
+            if kind == "display_data":
+                data = content.get("data", {}).get(MIME)
+                if isinstance(data, str) and len(data) <= self.max_output_bytes * 50:
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        error = "the kernel's answer was not the grader's format"
+            elif kind == "error":
+                error = f"{content.get('ename')}: {content.get('evalue')}"[:500]
+            elif kind == "status" and content.get("execution_state") == "idle":
+                break
+        return payload if isinstance(payload, dict) else {"error": error}
+
+    def _interrupt(self) -> bool:
+        """Interrupt the kernel; -> whether it answers again (else it is killed)."""
+        run_sync(ensure_async)(self.km.interrupt_kernel())
+        if self._responsive():
+            return True
+        self._gone = "the kernel was killed: it did not stop when interrupted"
+        self._cleanup_kernel()
+        return False
 
     def _run_cell(self, ctx, cell, index: int, deadline: float) -> str | None:
         """Run one cell; -> why no further cell can run, or None."""
@@ -340,5 +509,5 @@ class LimitedExecute(Execute):
 
 
 def _name(cell, index: int) -> str:
-    gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    gid = grade_id(cell)
     return f"cell {gid}" if gid else f"cell {index}"

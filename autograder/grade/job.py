@@ -53,6 +53,12 @@ class Result:
     """What stopped a full grading or was repaired: timeouts, a crash, edited test cells ..."""
     notes: list[str] = field(default_factory=list)
     """Harmless repairs and facts (renumbered cell ids, stderr ignored ...)."""
+    lost: dict[str, str] = field(default_factory=dict)
+    """grade_id -> why that test cell lost its points (never a hidden test's text)."""
+    flags: list[str] = field(default_factory=list)
+    """Why an instructor should look at this submission: what its code changed in the kernel
+    (input transformers, patched modules, the grader's own-work guard ...). A flag never
+    changes a score."""
     seconds: float = 0.0
     submission_sha256: str = ""
 
@@ -79,6 +85,10 @@ class Context:
     """Indices of the cells the kernel really executed (a test cell not run scores 0)."""
     not_run: dict[int, str] = field(default_factory=dict)
     """Index -> why that cell was not run (time limit, dead kernel ...)."""
+    failed: dict[int, str] = field(default_factory=dict)
+    """Index -> why that test cell failed, in the student's words (never a hidden test's text)."""
+    lost: dict[str, str] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
     scores: dict[str, float | None] = field(default_factory=dict)
     max_scores: dict[str, float] = field(default_factory=dict)
 
@@ -93,6 +103,10 @@ class Context:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def flag(self, text: str) -> None:
+        if text not in self.flags:
+            self.flags.append(text)
 
 
 def context(resources: dict) -> Context:

@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     cells TEXT NOT NULL,
     reasons TEXT NOT NULL,
     notes TEXT NOT NULL,
+    lost TEXT NOT NULL DEFAULT '{{}}',
+    flags TEXT NOT NULL DEFAULT '[]',
     seconds REAL,
     graded_at TEXT NOT NULL,
     PRIMARY KEY (student, assignment)
@@ -60,6 +62,12 @@ class Ledger:
         self.gradebook = Gradebook(db_url, COURSE_ID)
         self.db = self.gradebook.db
         self.db.execute(text(SCHEMA))
+        have = {row[1] for row in self.db.execute(text(f"PRAGMA table_info({TABLE})"))}
+        for column, empty in (("lost", "{}"), ("flags", "[]")):  # a gradebook from before them
+            if column not in have:
+                self.db.execute(
+                    text(f"ALTER TABLE {TABLE} ADD COLUMN {column} TEXT NOT NULL DEFAULT '{empty}'")
+                )
         self.db.commit()
 
     def __enter__(self) -> Ledger:
@@ -120,7 +128,7 @@ class Ledger:
         out = []
         for row in result.mappings().all():
             row = dict(row)
-            for key in ("cells", "reasons", "notes"):
+            for key in ("cells", "reasons", "notes", "lost", "flags"):
                 row[key] = json.loads(row[key])
             out.append(row)
         return out
@@ -139,6 +147,8 @@ def _row(result: Result) -> dict[str, Any]:
         "cells": json.dumps({k: [result.scores.get(k), v] for k, v in result.max_scores.items()}),
         "reasons": json.dumps(result.reasons),
         "notes": json.dumps(result.notes),
+        "lost": json.dumps(result.lost),
+        "flags": json.dumps(result.flags),
         "seconds": round(result.seconds, 3),
         "graded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

@@ -25,6 +25,7 @@ Score                 here      points per test cell
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import shutil
@@ -63,6 +64,7 @@ def steps(settings: dict) -> list:
             kernel_threads=max(1, int(settings["kernel_threads"])),
             run_after_last_test=bool(settings["run_after_last_test"]),
             isolation=settings.get("isolation", "none"),
+            tests_in_kernel=bool(settings.get("tests_in_kernel", False)),
         ),
         LimitOutput(),
         Score(),
@@ -71,11 +73,15 @@ def steps(settings: dict) -> list:
 
 def _notice(reasons: list[str]) -> NotebookNode:
     """A markdown cell on top of the graded notebook (and so of the feedback)."""
-    lines = ["**Autograder notes** (what was repaired or could not be graded):", ""]
-    lines += [f"- {r}" for r in reasons]
+    lines = ["**Autograder notes** (what was repaired, could not be graded, or lost points):", ""]
+    lines += [f"- {html.escape(r)}" for r in reasons]  # a reason can quote the student's text
     cell = nbformat.v4.new_markdown_cell("\n".join(lines))
     cell.metadata["tags"] = ["autograder-notice"]
     return cell
+
+
+def _points(n: float) -> str:
+    return f"{n:g} point" + ("" if n == 1 else "s")
 
 
 def _write(nb: NotebookNode, path: str) -> None:
@@ -165,10 +171,15 @@ def grade_one(job: Job) -> Result:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    if ctx.reasons:
-        nb.cells.insert(0, _notice(ctx.reasons))
+    lost = [
+        f"{gid} lost {_points(ctx.max_scores.get(gid, 0) - (ctx.scores.get(gid) or 0))}: {why}"
+        for gid, why in ctx.lost.items()
+    ]
+    if ctx.reasons or lost:
+        nb.cells.insert(0, _notice(ctx.reasons + lost))
     _write(nb, job.output)
     result.scores, result.max_scores = ctx.scores, ctx.max_scores
     result.reasons, result.notes = ctx.reasons, ctx.notes
+    result.lost, result.flags = ctx.lost, ctx.flags
     result.seconds = monotonic() - start
     return result
