@@ -375,16 +375,18 @@ class Agent:
             hooks[f"IPython {method}"] = [getattr(ip, method, None)]
         for event, callbacks in ip.events.callbacks.items():
             hooks[f"IPython {event} events"] = list(callbacks)
-        for name in WATCHED_MODULES:
-            module = sys.modules.get(name)
-            if module is not None:
-                for attr, value in list(vars(module).items()):
-                    if callable(value) and _student_code(value):
-                        hooks.setdefault(f"module {name}", []).append(value)
         out = {
             what: tuple(_describe(h) for h in found if h is not None and _student_code(h))
             for what, found in hooks.items()
         }
+        for name in WATCHED_MODULES:  # math.isclose = lambda *a: True, and the like
+            module = sys.modules.get(name)
+            if module is not None:
+                out[f"module {name}"] = tuple(
+                    f"{attr} = {_describe(value)}"
+                    for attr, value in sorted(vars(module).items())
+                    if callable(value) and _student_code(value)
+                )
         # set_custom_exc wraps the handler in IPython's own code: the exceptions tell
         out["IPython custom exception handler"] = tuple(
             getattr(e, "__name__", str(e)) for e in ip.custom_exceptions
@@ -403,8 +405,7 @@ def _student_code(hook: Any) -> bool:
     func = getattr(hook, "__func__", hook)
     code = getattr(func, "__code__", None)
     if code is None:
-        call = getattr(type(func), "__call__", None)
-        code = getattr(call, "__code__", None)
+        code = getattr(vars(type(func)).get("__call__"), "__code__", None)  # a callable object
     if code is None:
         return False  # a builtin: no notebook code runs through it
     return code.co_filename != AGENT_FILE and not code.co_filename.startswith(_library_roots())
@@ -415,9 +416,9 @@ def _library_roots() -> tuple[str, ...]:
 
     roots = [sys.prefix, sys.base_prefix, sys.exec_prefix]
     for package in TRUSTED_PACKAGES:
-        module = sys.modules.get(package)
-        if module is not None and getattr(module, "__file__", None):
-            roots.append(os.path.dirname(module.__file__))
+        path = getattr(sys.modules.get(package), "__file__", None)
+        if path:
+            roots.append(os.path.dirname(path))
     return tuple(os.path.join(root, "") for root in roots)
 
 

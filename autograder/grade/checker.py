@@ -235,7 +235,7 @@ class Checker:
         elif in_hidden:
             why = f"a hidden test failed ({ename})"
         else:
-            visible = 1 + sum(1 for n in range(1, line) if n not in hidden)  # type: ignore[operator]
+            visible = 1 + sum(1 for n in range(1, line or 1) if n not in hidden)
             why = f"line {visible} `{_short(text)}` failed" + (
                 f": {_short(message, 160)}" if message else f" ({ename})"
             )
