@@ -27,6 +27,9 @@ stock with 2 workers on 2 cores, <= 15% overhead. Graded cells take ~2 s a submi
 cells ~45 s, so the first mode grades a bigger class (32, or 16 with ``--quick``; all cells:
 8 or 4), which also spreads the pool's and nbgrader's start-up over a class.
 
+First, the cost of running the test cells in the grader (the default) rather than in the
+student's kernel: the same class with 2 workers both ways, alternating, medians and the ratio.
+
 Run: ``python bench/run.py --only grade [--quick]``.
 """
 
@@ -152,6 +155,41 @@ def run_mode(root: Path, kinds: Path, *, cut: bool, n: int) -> dict[str, float]:
     return {name: per_min for name, _seconds, per_min, _ratio in rows}
 
 
+def tests_where(root: Path, kinds: Path, *, n: int, rounds: int = 3) -> float:
+    """The same class graded with 2 workers, the tests in the grader (the default) and in the
+    student's kernel (nbgrader's way, ``tests_in_kernel``), alternating, ``rounds`` times;
+    prints the medians; -> the ratio of throughputs (grader / kernel)."""
+    from autograder.collect import collect
+    from autograder.course import setup
+    from autograder.grade.run import grade
+
+    course = setup(root / "where" / "course", labs_dir=LABS_DIR, assignments=[LAB])
+    folder = root / "where" / "class"
+    folder.mkdir()
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        shutil.copy(kinds / f"{kind}.ipynb", folder / f"s{i:02d}-{kind}.ipynb")
+    collect(course, LAB, folder)
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    scores: dict[bool, dict[str, float]] = {}
+    for _ in range(rounds):
+        for in_kernel in (False, True):
+            settings = course.settings(
+                memory_mb=0, cell_timeout=CELL_TIMEOUT, tests_in_kernel=in_kernel
+            )
+            start = time.perf_counter()
+            report = grade(course, LAB, workers=2, force=True, settings=settings, progress=False)
+            seconds[in_kernel].append(time.perf_counter() - start)
+            scores[in_kernel] = {r.student: r.score for r in report.results}
+    grader, kernel = (statistics.median(seconds[k]) for k in (False, True))
+    same = sum(scores[False][s] == scores[True].get(s) for s in scores[False])
+    print(f"\n-- where the tests run: {LAB}, {n} submissions, 2 workers, median of {rounds}")
+    print(f"{'tests in the grader (default)':<36} {grader:8.1f} s {n / grader * 60:8.1f}/min")
+    print(f"{'tests in the kernel (nbgrader)':<36} {kernel:8.1f} s {n / kernel * 60:8.1f}/min")
+    print(f"throughput ratio grader/kernel: {kernel / grader:.2f}x; equal scores {same}/{n}")
+    return kernel / grader
+
+
 def main(args) -> None:
     from autograder.course import setup
     from autograder.sample_class import make_sample_class
@@ -161,6 +199,7 @@ def main(args) -> None:
         root = Path(tmp)
         course = setup(root / "kinds-course", labs_dir=LABS_DIR, assignments=[LAB])
         make_sample_class(course, LAB, root / "kinds", memory_mb=0, variants=KINDS)
+        tests_where(root, root / "kinds", n=8 if quick else 16)
         # a graded-cells submission takes ~2 s, an all-cells one ~45 s: more of the first
         graded = run_mode(root, root / "kinds", cut=True, n=16 if quick else 32)
         full = run_mode(root, root / "kinds", cut=False, n=4 if quick else 8)

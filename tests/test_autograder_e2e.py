@@ -186,7 +186,7 @@ def test_export_writes_sheet_summary_histogram_and_feedback_without_hidden_tests
     course, report = graded["course"], graded["export"]
     lines = report.csv.read_text().splitlines()
     assert lines[0].startswith(
-        "student,assignment,score,max_score,status,reason,notes,lab03_memory:test-"
+        "student,assignment,score,max_score,status,flag,reason,lost,notes,lab03_memory:test-"
     )
     assert len(lines) == 1 + len(VARIANTS)
     assert report.png.stat().st_size > 1000

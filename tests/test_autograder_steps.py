@@ -354,9 +354,10 @@ def test_sheet_and_summary_from_rows(tmp_path):
     path = write_csv(rows, tmp_path / "grades.csv")
     lines = path.read_text().splitlines()
     assert (
-        lines[0] == "student,assignment,score,max_score,status,reason,notes,lab:test-f,lab:test-g"
+        lines[0]
+        == "student,assignment,score,max_score,status,flag,reason,lost,notes,lab:test-f,lab:test-g"
     )
-    assert lines[2].startswith("bob,lab,2.0,4.0,graded,cell test-g was stopped")
+    assert lines[2].startswith("bob,lab,2.0,4.0,graded,,cell test-g was stopped")
     text = summary_text(rows)
     assert "lab: 3 submissions, mean 3.0 / 4, median 3, min 2, max 4" in text
     assert "test-g                            2    1.0   1/2" in text

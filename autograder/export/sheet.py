@@ -84,7 +84,7 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path, course: Course | Non
         writer = csv.DictWriter(f, fieldnames=FIXED + columns)
         writer.writeheader()
         for row in rows:
-            flat = {k: row[k] for k in FIXED}
+            flat = {k: row.get(k) for k in FIXED}
             flat |= {f"{row['assignment']}:{g}": s for g, (s, _) in row["cells"].items()}
             writer.writerow({k: ("" if v is None else v) for k, v in flat.items()})
     return path

@@ -334,9 +334,9 @@ class LimitedExecute(Execute):
             try:
                 verdict = checker.run(cell.source, values, count=count)
             except CallTimeout:
-                verdict = self._timed_out_verdict(cell, index, allowed, count)
+                verdict = self._timed_out_verdict(ctx, cell, index, allowed)
             except KernelGone as gone:
-                self._gone = f"the kernel died while {_name(cell, index)} was checked ({gone})"
+                self._gone = f"the kernel died while running {_name(cell, index)} ({gone})"
                 ctx.reason(self._gone)
                 self._mark_not_run(ctx, cell, index, self._gone)
                 continue
@@ -348,11 +348,11 @@ class LimitedExecute(Execute):
         if self._gone is None and stop is None:
             self._probe(ctx)
 
-    def _timed_out_verdict(self, cell, index: int, allowed: float, count: int) -> Verdict:
+    def _timed_out_verdict(self, ctx, cell, index: int, allowed: float) -> Verdict:
+        ctx.reason(f"{_name(cell, index)} was stopped at the cell time limit ({allowed:g} s)")
         if not self._interrupt():
-            self._gone = (
-                f"the kernel did not stop after {_name(cell, index)} was interrupted: killed"
-            )
+            self._gone = f"the kernel did not stop after {_name(cell, index)} was interrupted"
+            ctx.reason(f"{self._gone}: killed")
         why = f"your function did not return within the cell time limit ({allowed:g} s)"
         error = {
             "output_type": "error",
