@@ -4,7 +4,7 @@ The hidden tests never run in the student's kernel (:mod:`autograder.grade.check
 in the grader's process). The kernel only answers three requests, each one small ``execute``
 whose reply is a ``display_data`` of type :data:`MIME` holding JSON:
 
-- ``snap(key, names)``: the values the next test cell reads from the notebook, taken where the
+- ``snap(names)``: the values the next test cell reads from the notebook, taken where the
   test cell stands. Plain data is encoded at once; a function is kept in a slot and named;
 - ``call(slot, lab, args)``: call a kept function with plain-data arguments, with ``lab``'s
   reference implementations blocked (:func:`courselib.grading.blocked`) and a watch for their

@@ -250,7 +250,7 @@ class LimitedExecute(Execute):
             checker: Checker | None = None
             pending: list[tuple[int, NotebookNode, dict[str, AnyValue]]] = []
             if not self.tests_in_kernel:
-                checker = Checker(self._test_request)
+                checker = Checker(self._agent)
                 self._install_agent()
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():
@@ -286,10 +286,9 @@ class LimitedExecute(Execute):
         """The agent in the fresh kernel, before any notebook cell (agent.py)."""
         self._request_left = 120.0
         reply = self._agent(install_source())
-        if not reply.get(
-            "installed"
-        ):  # nothing of the student's has run yet: the grader's own fault
-            raise RuntimeError(f"the grading agent did not start in the kernel: {reply['error']}")
+        if not reply.get("installed"):  # no student code has run yet: the grader's own fault
+            why = reply.get("error", "no answer")
+            raise RuntimeError(f"the grading agent did not start in the kernel: {why}")
 
     def _snap(self, ctx, checker: Checker, cell, index: int, pending: list) -> str | None:
         """Take the names test ``cell`` reads from the notebook, where it stands; its check runs
@@ -375,9 +374,6 @@ class LimitedExecute(Execute):
             return
         for finding in findings[:20]:
             ctx.flag(f"the notebook changed {str(finding)[:300]}")
-
-    def _test_request(self, code: str) -> dict[str, AnyValue]:
-        return self._agent(code)
 
     def _agent(self, code: str) -> dict[str, AnyValue]:
         """Run ``code`` in the kernel within ``_request_left`` seconds (which it uses up);
