@@ -20,6 +20,13 @@ from autograder.grade.score import Score
 pytestmark = pytest.mark.slow
 
 
+DIAL = (
+    "import socket\n"
+    "def dial(port):\n    socket.create_connection(('127.0.0.1', port), 2).close()\n    return True"
+)
+"""A solution cell that connects (test cells run in the grader: the kernel does the dialling)."""
+
+
 def notebook(*cells):
     return new_notebook(cells=list(cells), metadata={"kernelspec": KERNELSPEC})
 
@@ -32,11 +39,12 @@ def execute(nb, tmp_path, **traits):
 
 
 def test_the_notebook_budget_stops_the_run_and_zeroes_the_tests_left(tmp_path):
+    # the tests run in the grader; the time goes into the student's function, in the kernel
     nb = notebook(
-        new_code_cell("import time"),
-        graded_cell("t1", "time.sleep(2)"),
-        graded_cell("t2", "time.sleep(10)"),
-        graded_cell("t3", "pass"),
+        new_code_cell("import time\ndef work(s):\n    time.sleep(s)\n    return s"),
+        graded_cell("t1", "assert work(2) == 2"),
+        graded_cell("t2", "assert work(10) == 10"),
+        graded_cell("t3", "assert work(0) == 0"),
     )
     nb, ctx = execute(nb, tmp_path, cell_timeout=30, notebook_timeout=4)
     assert ctx.scores == {"t1": 2.0, "t2": 0, "t3": 0.0}
@@ -80,15 +88,18 @@ def test_namespaces_keep_the_kernel_off_the_network_and_away_from_the_grader(tmp
         "except OSError as err:\n    net = type(err).__name__\n"
         "print(os.getppid(), net)"
     )
-    sees_grader = (
-        f"try:\n    os.kill({os.getpid()}, 0)\nexcept ProcessLookupError:\n    pass\n"
-        "else:\n    raise AssertionError('the grader is visible')"
+    answers = (
+        "def loop():\n    while True:\n        pass\n"
+        f"def grader_visible():\n    try:\n        os.kill({os.getpid()}, 0)\n"
+        "    except ProcessLookupError:\n        return False\n    return True\n"
+        "def crash():\n    os.kill(os.getpid(), 9)"
     )
     nb = notebook(
         new_code_cell(probe),
-        graded_cell("loop", "while True:\n    pass"),
-        graded_cell("hidden-grader", sees_grader),
-        graded_cell("crash", "os.kill(os.getpid(), 9)"),
+        new_code_cell(answers),
+        graded_cell("loop", "loop()"),
+        graded_cell("hidden-grader", "assert not grader_visible()"),
+        graded_cell("crash", "crash()"),
     )
     try:
         nb, ctx = execute(nb, tmp_path, cell_timeout=3, isolation="namespaces")
@@ -138,8 +149,10 @@ def test_the_sandbox_shows_only_the_course_library_the_models_and_its_own_folder
         f" os.getuid(), os.path.isdir({str(settings.data_dir())!r}))"
     )
     outside = socket.create_server(("127.0.0.1", 0))  # anything but the course server
-    net = f"import socket\nsocket.create_connection(('127.0.0.1', {outside.getsockname()[1]}), 2)"
-    nb = notebook(new_code_cell(probe), graded_cell("net", net), graded_cell("t", "pass"))
+    net = f"assert dial({outside.getsockname()[1]})"
+    nb = notebook(
+        new_code_cell(probe), new_code_cell(DIAL), graded_cell("net", net), graded_cell("t", "pass")
+    )
     try:
         nb, ctx = execute(nb, workdir, cell_timeout=10, isolation="sandbox")
     finally:
@@ -182,8 +195,13 @@ def test_the_sandbox_reaches_the_course_server_and_nothing_else(tmp_path, monkey
         "request = urllib.request.Request(url, headers={'Authorization': 'Bearer sk-ada'})\n"
         "print(urllib.request.urlopen(request, timeout=10).read().decode())"
     )
-    other = f"import socket\nsocket.create_connection(('127.0.0.1', {port + 1}), 2)"
-    nb = notebook(new_code_cell(ask), graded_cell("other-port", other), graded_cell("t", "pass"))
+    other = f"assert dial({port + 1})"
+    nb = notebook(
+        new_code_cell(ask),
+        new_code_cell(DIAL),
+        graded_cell("other-port", other),
+        graded_cell("t", "pass"),
+    )
     try:
         nb, ctx = execute(nb, tmp_path, cell_timeout=20, isolation="sandbox")
     finally:

@@ -32,9 +32,11 @@ import importlib
 import io
 import json
 import re
+import signal
 import symtable
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,33 @@ class KernelGone(Exception):
 
 class CallTimeout(Exception):
     """A request to the kernel took longer than the test cell's time left."""
+
+
+class CheckTimeout(CallTimeout):
+    """The test cell's own code (in the grader) ran past its time; no kernel call was late."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`CheckTimeout` in the block after ``seconds`` (a test cell's own loop).
+
+    Only in the main thread (a grading worker process runs its submission there); elsewhere,
+    e.g. a dask worker's thread, the kernel requests' own limits are all there is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise CheckTimeout(f"{seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 Request = Callable[[str], dict[str, Any]]
@@ -185,9 +214,12 @@ class Checker:
     def _function(self, slot: int, name: str) -> StudentFunction:
         return StudentFunction(self._request, slot, name)
 
-    def run(self, source: str, values: dict[str, Any], *, count: int) -> Verdict:
+    def run(
+        self, source: str, values: dict[str, Any], *, count: int, limit: float | None = None
+    ) -> Verdict:
         """Execute the test ``source`` with the notebook's ``values`` (from :meth:`resolve`);
-        ``count`` is the execution count its traceback names (``Cell In[count], line N``)."""
+        ``count`` is the execution count its traceback names (``Cell In[count], line N``);
+        past ``limit`` seconds of the test's own code, :class:`CheckTimeout`."""
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         namespace |= self._earlier
         namespace |= values
@@ -195,7 +227,11 @@ class Checker:
         filename = f"<test cell {count}>"
         try:
             code = compile(source, filename, "exec")
-            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(contextlib.redirect_stdout(printed))
+                stack.enter_context(contextlib.redirect_stderr(printed))
+                if limit is not None:
+                    stack.enter_context(time_limit(limit))
                 exec(code, namespace)
         except (KernelGone, CallTimeout):
             raise

@@ -59,7 +59,14 @@ from traitlets import Any, Bool, Enum, Float, Integer, Unicode
 from autograder.course import ISOLATIONS
 from autograder.grade import limits, sandbox
 from autograder.grade.agent import MIME, install_source
-from autograder.grade.checker import CallTimeout, Checker, KernelGone, Verdict, notebook_names
+from autograder.grade.checker import (
+    CallTimeout,
+    Checker,
+    CheckTimeout,
+    KernelGone,
+    Verdict,
+    notebook_names,
+)
 from autograder.grade.job import context, grade_id, is_test
 from courselib import settings
 
@@ -325,15 +332,17 @@ class LimitedExecute(Execute):
                 why = self._gone or (
                     f"the notebook's time limit ({self.notebook_timeout:g} s) was used up"
                 )
-                ctx.reason(why)
-                self._mark_not_run(ctx, cell, index, why)
+                self._mark_not_run(ctx, cell, index, why)  # the score gives the reason
                 continue
             self._request_left = self.timeout_func(cell)
             allowed = self._request_left
+            budget = allowed < self.cell_timeout and deadline - monotonic() <= allowed + 0.5
             try:
-                verdict = checker.run(cell.source, values, count=count)
-            except CallTimeout:
-                verdict = self._timed_out_verdict(ctx, cell, index, allowed)
+                # the kernel requests end at ``allowed``; the margin is for the grader's own code
+                verdict = checker.run(cell.source, values, count=count, limit=allowed + 5)
+            except CallTimeout as late:
+                mine = isinstance(late, CheckTimeout)
+                verdict = self._timed_out_verdict(ctx, cell, index, allowed, budget, mine)
             except KernelGone as gone:
                 self._gone = f"the kernel died while running {_name(cell, index)} ({gone})"
                 ctx.reason(self._gone)
@@ -347,12 +356,16 @@ class LimitedExecute(Execute):
         if self._gone is None and stop is None:
             self._probe(ctx)
 
-    def _timed_out_verdict(self, ctx, cell, index: int, allowed: float) -> Verdict:
-        ctx.reason(f"{_name(cell, index)} was stopped at the cell time limit ({allowed:g} s)")
-        if not self._interrupt():
+    def _timed_out_verdict(
+        self, ctx, cell, index: int, allowed: float, budget: bool, in_test: bool
+    ) -> Verdict:
+        limit = "the notebook's time limit" if budget else "the cell time limit"
+        ctx.reason(f"{_name(cell, index)} was stopped at {limit} ({allowed:g} s)")
+        if not in_test and not self._interrupt():
             self._gone = f"the kernel did not stop after {_name(cell, index)} was interrupted"
             ctx.reason(f"{self._gone}: killed")
-        why = f"your function did not return within the cell time limit ({allowed:g} s)"
+        what = "the test did not finish" if in_test else "your function did not return"
+        why = f"{what} within {limit} ({allowed:g} s)"
         error = {
             "output_type": "error",
             "ename": "TimeoutError",
