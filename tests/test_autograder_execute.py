@@ -222,3 +222,21 @@ def test_a_route_to_the_server_by_ip_dials_loopback_and_refuses_low_ports(tmp_pa
     with pytest.raises(CourseError, match="port 443"):
         route_to_server("https://llm.example.edu/v1", tmp_path)
     assert route_to_server("", tmp_path) is None
+
+
+def test_a_reference_imported_inside_the_students_function_is_caught(tmp_path):
+    # server_setup.sse is not loaded when the block starts: the agent's watch sees its code run
+    answer = (
+        "def read_stream(lines):\n"
+        "    from server_setup.sse import stream_choices\n"
+        "    return ''.join((c or {}).get('delta', {}).get('content') or ''"
+        " for c in stream_choices(lines))"
+    )
+    test = (
+        "from courselib.grading import own_work\n"
+        "read_stream = own_work(read_stream, lab='lab02')\n"
+        """assert read_stream(['data: {"choices": [{"delta": {"content": "Hi"}}]}']) == 'Hi'"""
+    )
+    nb, ctx = execute(notebook(new_code_cell(answer), graded_cell("t", test)), tmp_path)
+    assert ctx.scores == {"t": 0}
+    assert "read_stream ran the course's stream_choices" in nb.cells[1].outputs[-1].evalue

@@ -293,7 +293,7 @@ class Agent:
         elif seen:
             self._send(
                 {
-                    "refused": f"{name} ran courselib's {seen[0]}: this exercise asks for your "
+                    "refused": f"{name} ran the course's {seen[0]}: this exercise asks for your "
                     "own formula or code, not the course library's. Write it yourself."
                 }
             )
@@ -344,15 +344,16 @@ class Agent:
     def _reference_codes(refs: tuple[str, ...]) -> dict[tuple[str, str], str]:
         """(file, qualname) of each reference's code -> its name: a copy, a reload and the
         original all run code with that file and qualname."""
+        import importlib.util
+
         out: dict[tuple[str, str], str] = {}
         for ref in refs:
             module_name, qualname = ref.split(":")
-            owner: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                owner = getattr(owner, part)
-            code = getattr(owner, "__code__", None)
-            if code is not None:
-                out[(code.co_filename, code.co_qualname)] = qualname.split(".")[-1]
+            # where the module's source is, without running it (a module loaded from its
+            # file names that file in its code objects, as a copy loaded by path does)
+            spec = importlib.util.find_spec(module_name)
+            if spec is not None and spec.origin:
+                out[(spec.origin, qualname)] = qualname.split(".")[-1]
         return out
 
     def _look(self) -> dict[str, tuple[str, ...]]:
