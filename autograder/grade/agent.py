@@ -351,7 +351,10 @@ class Agent:
             module_name, qualname = ref.split(":")
             # where the module's source is, without running it (a module loaded from its
             # file names that file in its code objects, as a copy loaded by path does)
-            spec = importlib.util.find_spec(module_name)
+            try:
+                spec = importlib.util.find_spec(module_name)
+            except ImportError:  # not installed here (the sandbox shows courselib only)
+                continue
             if spec is not None and spec.origin:
                 out[(spec.origin, qualname)] = qualname.split(".")[-1]
         return out
