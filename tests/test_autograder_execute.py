@@ -240,3 +240,23 @@ def test_a_reference_imported_inside_the_students_function_is_caught(tmp_path):
     nb, ctx = execute(notebook(new_code_cell(answer), graded_cell("t", test)), tmp_path)
     assert ctx.scores == {"t": 0}
     assert "read_stream ran the course's stream_choices" in nb.cells[1].outputs[-1].evalue
+
+
+def test_a_clone_of_a_reference_made_before_the_tests_is_caught(tmp_path):
+    # the guard swaps bits_per_weight's code during the call; a copy made earlier keeps the old
+    # code, which the agent's watch knows by its file and name
+    answer = (
+        "import types\n"
+        "from courselib.memory import precision\n"
+        "mine = types.FunctionType(precision.bits_per_weight.__code__, precision.__dict__)\n"
+        "def gb(n, p):\n"
+        "    return n * mine(p) / 8 / 1e9"
+    )
+    test = (
+        "from courselib.grading import own_work\n"
+        "gb = own_work(gb, lab='lab03')\n"
+        "assert gb(2e9, 'fp16') == 4.0"
+    )
+    nb, ctx = execute(notebook(new_code_cell(answer), graded_cell("t", test)), tmp_path)
+    assert ctx.scores == {"t": 0}
+    assert "gb ran the course's bits_per_weight" in nb.cells[1].outputs[-1].evalue
