@@ -260,3 +260,24 @@ def test_a_clone_of_a_reference_made_before_the_tests_is_caught(tmp_path):
     nb, ctx = execute(notebook(new_code_cell(answer), graded_cell("t", test)), tmp_path)
     assert ctx.scores == {"t": 0}
     assert "gb ran the course's bits_per_weight" in nb.cells[1].outputs[-1].evalue
+
+
+def test_a_kernel_that_dies_before_its_first_reply_is_started_again(tmp_path, monkeypatch):
+    import sys
+
+    from autograder.grade.execute import LimitedKernelManager
+
+    real = LimitedKernelManager.format_kernel_cmd
+    starts = []
+
+    def first_dies(self, extra_arguments=None):
+        starts.append(1)
+        if len(starts) == 1:  # as a kernel whose port was taken: it exits before answering
+            return [sys.executable, "-c", "raise SystemExit(1)"]
+        return real(self, extra_arguments)
+
+    monkeypatch.setattr(LimitedKernelManager, "format_kernel_cmd", first_dies)
+    nb = notebook(new_code_cell("def f():\n    return 1"), graded_cell("t", "assert f() == 1"))
+    nb, ctx = execute(nb, tmp_path)
+    assert len(starts) == 2 and ctx.scores == {"t": 2.0}
+    assert any("the kernel was started again" in n for n in ctx.notes)

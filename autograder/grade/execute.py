@@ -164,6 +164,9 @@ class LimitedKernelManager(AsyncKernelManager):
         return [*wrapper, *kernel]
 
 
+START_TRIES = 3
+"""Kernel starts per submission before grading it fails (see ``LimitedExecute._start_kernel``)."""
+
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child"]
 
 
@@ -242,14 +245,10 @@ class LimitedExecute(Execute):
         tests = [i for i, c in enumerate(nb.cells) if is_test(c)]
         last = len(nb.cells) if self.run_after_last_test or not tests else tests[-1]
         stop: str | None = None
-        self.km = self.create_kernel_manager()
-        self.km.route = route
         try:
             server_url = route.url if route is not None else None
             env = kernel_env(ctx.workdir, threads=self.kernel_threads, server_url=server_url)
-            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # not the cells'
-            self.start_new_kernel(cwd=str(ctx.workdir), env=env, **quiet)
-            self.start_new_kernel_client()
+            self._start_kernel(ctx, env, route)
             info = self.wait_for_reply(self.kc.kernel_info())
             if info is not None:
                 nb.metadata["language_info"] = info["content"].get("language_info", {})
@@ -286,6 +285,25 @@ class LimitedExecute(Execute):
                 shutil.rmtree(sockets, ignore_errors=True)
         self.set_widgets_metadata()
         return nb, self.resources
+
+    def _start_kernel(self, ctx, env: dict[str, str], route) -> None:
+        """Start the kernel and its client. A kernel that dies before its first reply has run
+        no student code: the machine's fault (a port taken between jupyter_client's pick and
+        the kernel's bind, a loaded machine), so it is started again, up to START_TRIES."""
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # not the cells'
+        for attempt in range(1, START_TRIES + 1):
+            self.km = self.create_kernel_manager()
+            self.km.route = route
+            try:
+                self.start_new_kernel(cwd=str(ctx.workdir), env=env, **quiet)
+                self.start_new_kernel_client()
+                return
+            except RuntimeError as err:  # jupyter_client: "Kernel died before replying ..."
+                if self.km is not None:  # nbclient cleans up only once it has a client
+                    self._cleanup_kernel()
+                if attempt == START_TRIES:
+                    raise
+                ctx.note(f"the kernel was started again ({err})")
 
     # -- test cells in the grader (checker.py): the kernel only answers for the notebook -----
 
