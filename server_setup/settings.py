@@ -27,14 +27,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, get_type_hints
 
 from courselib.errors import CourseError
+from server_setup import engines
 from server_setup.plan import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_SEQS, DEFAULT_UTILIZATION
 
 ENV_PREFIX = "COURSELAB_SERVER_"
-EngineChoice = Literal["auto", "vllm", "triton", "llamacpp"]
-ENGINES: tuple[str, ...] = get_args(EngineChoice)
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -59,9 +58,10 @@ class Deployment:
         "",
     )
     # --- what is served and how
-    engine: EngineChoice = _doc(
-        "auto (vLLM on a GPU host, llama.cpp for a GGUF on a CPU host), vllm, triton, llamacpp.",
-        "auto",
+    engine: str = _doc(
+        f"{engines.AUTO} (vLLM on a GPU host, llama.cpp for a GGUF on a CPU host), "
+        f"{', '.join(engines.ENGINES)}.",
+        engines.AUTO,
     )
     dtype: str = _doc(
         "fp16, bf16, fp32, awq, gptq (vLLM/Triton) or a GGUF type (llama.cpp); default: plan's.",
@@ -239,8 +239,9 @@ def load(
 
 def check(d: Deployment) -> None:
     """Refuse settings that would deploy something unsafe or unservable."""
-    if d.engine not in ENGINES:
-        raise CourseError(f"Unknown engine {d.engine!r}.", hint=f"Use one of {', '.join(ENGINES)}.")
+    choices = (engines.AUTO, *engines.ENGINES)  # the registry as it is now, not a copy
+    if d.engine not in choices:
+        raise CourseError(f"Unknown engine {d.engine!r}.", hint=f"Use one of {', '.join(choices)}.")
     try:
         loopback = ipaddress.ip_address(d.engine_host).is_loopback
     except ValueError:

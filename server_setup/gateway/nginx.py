@@ -34,7 +34,8 @@ The nginx behaviour relied on is in docs/facts.md#nginx-gateway.
 Example::
 
     >>> d = load(None, overrides={"model": "m.gguf", "rate_per_minute": 20}, environ={})
-    >>> conf = nginx_conf(d, paths=GatewayPaths.of(d, install_dir=Path("/srv/deploy")))
+    >>> paths = GatewayPaths.of(d, install_dir=Path("/srv/deploy"))
+    >>> conf = nginx_conf(d, paths=paths, prefixes=["/v1/", "/extras/"])
     >>> "limit_req_zone $student_id zone=students:10m rate=20r/m;" in conf
     True
 """
@@ -42,6 +43,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -198,16 +200,15 @@ def _listen(d: Deployment) -> str:
         ssl_session_tickets off;"""
 
 
-def nginx_conf(d: Deployment, *, paths: GatewayPaths, engine_kind: str = "llamacpp") -> str:
-    """The whole nginx.conf for this deployment (``nginx -p PREFIX -c CONF``)."""
+def nginx_conf(d: Deployment, *, paths: GatewayPaths, prefixes: Sequence[str]) -> str:
+    """The whole nginx.conf for this deployment (``nginx -p PREFIX -c CONF``).
+
+    ``prefixes``: the engine's URL prefixes the gateway forwards, each behind the students'
+    keys (the engine's ``gateway_prefixes``: only what the engine serves is reachable).
+    """
     log_format = ", ".join(f'"{k}": "{v}"' for k, v in LOG_FIELDS.items())
     body = f"{d.max_body_kib}k"
     wait = retry_after_s(d)
-    # the engine's own paths: the OpenAI API, llama-cpp-python's tokenizer (courselib's
-    # remote backend counts prompt tokens with it), Triton's generate endpoints
-    prefixes = {"llamacpp": ["/v1/", "/extras/"], "vllm": ["/v1/", "/tokenize"]}.get(
-        engine_kind, ["/v2/models/"]
-    )
     # nginx refuses "burst=0"; no burst is written as none (then nodelay changes nothing)
     burst = f" burst={d.rate_burst} nodelay" if d.rate_burst else ""
     guarded = "\n".join(

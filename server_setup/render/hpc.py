@@ -20,7 +20,7 @@ from __future__ import annotations
 import shlex
 from pathlib import PurePosixPath
 
-from server_setup.render.engine import EngineRun
+from server_setup.engines import EngineRun
 from server_setup.settings import Deployment
 
 DEFINITION = "courselab-engine.def"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from server_setup.engines import Engine, EngineRun
 from server_setup.gateway.nginx import GatewayPaths, gateway_url
 from server_setup.plan import Plan
-from server_setup.render.engine import EngineRun
 from server_setup.settings import Deployment
 
 MARK = "Rendered by python -m server_setup render"
@@ -14,9 +14,7 @@ MARK = "Rendered by python -m server_setup render"
 
 WHAT = {
     "deployment.toml": "the settings these files came from (re-render after editing it)",
-    "vicuna.jinja": "the Vicuna v1.1 chat template vLLM applies (--chat-template)",
     "compose.yaml": "docker compose: the engine and the gateway (step 2b)",
-    "Dockerfile": "the llama.cpp image compose builds (compiles llama.cpp: minutes)",
     "courselab-engine.service": "systemd: the engine, as a throw-away user (step 2a)",
     "courselab-gateway.service": "systemd: nginx with gateway/nginx.conf, after the engine (2a)",
     "courselab-engine.def": "Apptainer: `apptainer build courselab-engine.sif "
@@ -25,15 +23,10 @@ WHAT = {
     "gateway/nginx.conf": "the students' door (nginx + njs): keys, rate limit, caps, log",
     "gateway/gateway.js": "the gateway's njs checks (key hash, max_tokens, token counts)",
 }
-
-INSTALLED = {
-    "vllm": "vLLM installed in venv",
-    "triton": "Triton installed in triton_dir",
-    "llamacpp": "llama-cpp-python[server] installed in venv",
-}
+"""What each common file is; the engine describes its own (``Engine.describe``)."""
 
 
-def readme(files: list[str], *, run: EngineRun, p: Plan, d: Deployment) -> str:
+def readme(files: list[str], *, engine: Engine, run: EngineRun, p: Plan, d: Deployment) -> str:
     """The text, given the rendered files' relative paths."""
     install = d.resolved_install_dir()
     paths = GatewayPaths.of(d, install_dir=Path(install))
@@ -52,11 +45,7 @@ def readme(files: list[str], *, run: EngineRun, p: Plan, d: Deployment) -> str:
         "Files:",
     ]
     for f in files:
-        if f.startswith("model_repository/"):
-            why = "Triton model repository (config.pbtxt: vllm backend; 1/model.json: engine args)"
-        else:
-            why = WHAT[f]
-        lines.append(f"  {f:<28} {why}")
+        lines.append(f"  {f:<28} {engine.describe(f) or WHAT[f]}")
     lines += [
         "",
         "1. Keys, on the serving host, as root (nginx's master reads them before its workers",
@@ -69,7 +58,7 @@ def readme(files: list[str], *, run: EngineRun, p: Plan, d: Deployment) -> str:
         f"     python -m server_setup keys engine --rotate --state-dir {state}",
         "   then restart the engine and reload the gateway.",
         "",
-        f"2a. systemd: {INSTALLED[run.kind]}, and Debian's nginx + njs",
+        f"2a. systemd: {engine.installed}, and Debian's nginx + njs",
         "    (apt-get install nginx libnginx-mod-http-js):",
         "     cp courselab-engine.service courselab-gateway.service /etc/systemd/system/",
         "     systemctl daemon-reload",
@@ -84,30 +73,14 @@ def readme(files: list[str], *, run: EngineRun, p: Plan, d: Deployment) -> str:
         "",
         "3. Check, from the serving host, once the engine has loaded:",
     ]
-    if run.kind == "triton":
-        lines.append(
-            f"     curl -s -X POST http://{d.engine_host}:{d.engine_port}/v2/models/{run.name}"
-            '/generate -d \'{"text_input": "USER: Hi ASSISTANT:", '
-            '"parameters": {"max_tokens": 16}}\''
-        )
-    else:
-        lines.append(
-            f"     curl -s http://{d.engine_host}:{d.engine_port}/v1/models"
-            "          # 401: the engine wants its key"
-        )
+    lines += engine.readme_check(d, run)
     # with TLS the certificate names the host, not 127.0.0.1
     here = "<this host>" if d.tls_cert else "127.0.0.1"
     lines.append(
         f"     python -m server_setup check {gateway_url(d).replace(d.gateway_host, here, 1)}"
         " --key <a student's key>"
     )
-    if run.kind == "triton":
-        lines += [
-            "   Triton's generate endpoint takes a rendered prompt (no chat template). Triton",
-            "   takes no key from a file (only --http-restricted-api, on its command line, which",
-            "   any local user can read with ps): its loopback port is open to the users of this",
-            "   host, so keep untrusted users off it.",
-        ]
+    lines += engine.readme_notes()
     if d.tls_cert:
         lines += [
             "",

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import shlex
 
+from server_setup.engines import EngineRun
 from server_setup.gateway.nginx import GatewayPaths
-from server_setup.render.engine import EngineRun
 from server_setup.settings import Deployment
 
 UNIT = "courselab-engine.service"
