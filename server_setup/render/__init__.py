@@ -18,6 +18,11 @@ the state dir's ``keys/`` (:mod:`server_setup.gateway.keys`), which the files re
 Modules: :mod:`.engine` (the command line), :mod:`.triton`, :mod:`.compose`, :mod:`.systemd`,
 :mod:`.hpc`, :mod:`.readme`.
 
+The modules compute each file's values; a config file's layout is a jinja2 template in
+``templates/`` (:mod:`server_setup.templates`). compose.yaml is written by yaml.safe_dump
+(which quotes what YAML needs quoted), model.json by json.dumps, and the few-line Dockerfile
+stays Python.
+
 Example::
 
     >>> d = load("deployment.toml")
