@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from server_setup.engines.base import EngineRun
 from server_setup.engines.vllm import OFFLINE_ENV, VLLM, vllm_engine_args
+from server_setup.templates import render_template
 
 if TYPE_CHECKING:
     from server_setup.plan import Plan
@@ -40,19 +41,12 @@ MODEL_REPOSITORY = "model_repository"
 
 
 def config_pbtxt(name: str) -> str:
-    """config.pbtxt in protobuf text format (Triton's ``inference.ModelConfig``)."""
-    return (
-        "# Rendered by python -m server_setup render. vLLM backend: engine args in 1/model.json.\n"
-        f"name: {json.dumps(name)}\n"
-        'backend: "vllm"\n'
-        "# one instance; vLLM places itself on the GPUs (tensor parallel included)\n"
-        "instance_group [\n"
-        "  {\n"
-        "    count: 1\n"
-        "    kind: KIND_MODEL\n"
-        "  }\n"
-        "]\n"
-    )
+    """config.pbtxt in protobuf text format (Triton's ``inference.ModelConfig``).
+
+    Laid out by ``templates/config.pbtxt.j2``.
+    """
+    # quoted and escaped as a string literal (json.dumps)
+    return render_template("engines/config.pbtxt.j2", name=json.dumps(name))
 
 
 def model_json(p: Plan, *, model_path: str) -> str:

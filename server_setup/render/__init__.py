@@ -19,6 +19,12 @@ the state dir's ``keys/`` (:mod:`server_setup.gateway.keys`), which the files re
 Modules: :mod:`.compose`, :mod:`.systemd`, :mod:`.hpc`, :mod:`.readme`; the engine's command
 line and files come from its module in :mod:`server_setup.engines`.
 
+The modules compute each file's values; a config file's layout is a jinja2 template in
+``templates/`` (:mod:`server_setup.templates`; an engine's own files, Triton's config.pbtxt,
+in ``server_setup/engines/templates/``). compose.yaml is written by yaml.safe_dump
+(which quotes what YAML needs quoted), model.json by json.dumps, and the few-line Dockerfile
+stays Python.
+
 Example::
 
     >>> d = load("deployment.toml")
