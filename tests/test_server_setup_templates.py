@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import jinja2
-from test_server_setup_render import CASES, ROOT, _deployment
+from deployments import CASES, ROOT, deployment
 
 from server_setup.render import render
 from server_setup.templates import render_template, template_dirs
@@ -53,7 +53,7 @@ def _rendered_with_values(tmp_path: Path, monkeypatch) -> dict[str, list[dict]]:
 
     monkeypatch.setattr(jinja2.Template, "render", spy)
     for i, (case, extra) in enumerate(VARIANTS):
-        assert render(_deployment(tmp_path / str(i), case, **extra)).files
+        assert render(deployment(tmp_path / str(i), case, **extra)).files
     monkeypatch.undo()  # the checks that follow render again: they are not to be recorded
     return calls
 
@@ -96,7 +96,7 @@ def test_an_installed_package_has_the_templates_and_renders_the_same_files(tmp_p
     shipped = {str(p.relative_to(site / "server_setup")) for p in site.rglob("*.j2")}
     assert {n.replace("/", "/templates/", 1) for n in TEMPLATES} == shipped
 
-    deployments = [_deployment(tmp_path / str(i), c, **e) for i, (c, e) in enumerate(VARIANTS)]
+    deployments = [deployment(tmp_path / str(i), c, **e) for i, (c, e) in enumerate(VARIANTS)]
     script = (
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
