@@ -190,3 +190,16 @@ def test_courselib_settings_keep_their_names_and_precedence(tmp_path, monkeypatc
     config.write_text("thread = 3\n")
     with pytest.raises(CourseError, match="unknown setting"):
         settings.resolve("api_key")
+
+
+def test_server_setup_files_round_trip(tmp_path) -> None:
+    from server_setup.settings import Deployment, example_toml, load, to_toml
+
+    example = tmp_path / "deployment.toml"
+    example.write_text(example_toml())
+    tomllib.loads(example.read_text())
+    d = load(example, environ={})
+    assert (d.model, d.dtype, d.max_seqs) == ("wizard-vicuna-13b", "awq", Deployment().max_seqs)
+    again = tmp_path / "again.toml"
+    again.write_text(to_toml(d))
+    assert load(again, environ={}) == d
