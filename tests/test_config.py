@@ -203,3 +203,45 @@ def test_server_setup_files_round_trip(tmp_path) -> None:
     again = tmp_path / "again.toml"
     again.write_text(to_toml(d))
     assert load(again, environ={}) == d
+
+
+def test_grade_settings_flags_env_and_autograder_toml(tmp_path, monkeypatch) -> None:
+    from autograder.__main__ import parser
+    from autograder.course import CONFIG_FILE, GRADE, Course, GradeSettings, _settings_text
+
+    course = Course(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text(
+        _settings_text().replace("# memory_mb = 4096", "memory_mb = 512")
+        + "[parameters.lab03_memory]\nN_CTX = 256\n"
+    )
+    monkeypatch.setenv("COURSELAB_GRADE_CELL_TIMEOUT", "30")
+    args = parser().parse_args(
+        ["grade", str(tmp_path), "--isolation", "sandbox", "--run-all-cells"]
+    )
+    got = course.settings(**GRADE.flag_values(args))
+    assert (got.memory_mb, got.cell_timeout, got.isolation) == (512, 30.0, "sandbox")
+    assert got.run_after_last_test is True and got.parameters == {"lab03_memory": {"N_CTX": 256}}
+    assert got.notebook_timeout == GradeSettings().notebook_timeout
+    (tmp_path / CONFIG_FILE).write_text("[grade]\ncell_timout = 5\n")
+    with pytest.raises(CourseError, match=r"\[grade\]: unknown setting"):
+        course.settings()
+    bad = parser().parse_args(["grade", str(tmp_path), "--isolation", "chroot"])
+    with pytest.raises(CourseError, match="Unknown isolation 'chroot'"):
+        GRADE.flag_values(bad)
+
+
+def test_every_tools_help_shows_the_fields_defaults(capsys) -> None:
+    from autograder.__main__ import parser
+    from autograder.course import GRADE
+    from server_setup.settings import SCHEMA, add_settings
+
+    with pytest.raises(SystemExit):
+        parser().parse_args(["grade", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in GRADE.fields:  # every old flag, from the field
+        assert GRADE.flag(name) in text and GRADE.help(name) in text
+    assert "--run-all-cells" in text and "--stderr-fails" in text and "--kernel-threads" in text
+    render = argparse.ArgumentParser()
+    add_settings(render)
+    help_text = " ".join(render.format_help().split())
+    assert f"(default {SCHEMA.default('max_seqs')}; env COURSELAB_SERVER_MAX_SEQS)" in help_text
