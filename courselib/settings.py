@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from courselib.config import Schema, setting
+from courselib.errors import CourseError
 
 
 def _default_data_dir() -> Path:
@@ -80,13 +81,19 @@ def data_dir(value: str | os.PathLike[str] | None = None) -> Path:
 
 
 def describe() -> str:
-    """A table of every setting, its environment variable and current value (for ``--help``)."""
-    lines = [f"config file: {config_path()}"]
+    """A table of every setting, its environment variable and current value (for ``--help``).
+
+    A setting that cannot be read shows ``?``, and the mistake is listed once below the table:
+    ``--help`` still answers when the config file or a variable is wrong.
+    """
+    lines, problems = [f"config file: {config_path()}"], []
     for name, f in SETTINGS.items():
-        current = resolve(name)
-        if name == "api_key" and current:
-            current = "***"
-        lines.append(
-            f"  {name:<11} {COURSE.env_name(name):<22} {current!s:<40} {f.metadata['doc']}"
-        )
-    return "\n".join(lines)
+        try:
+            current = resolve(name)
+            shown = "***" if name == "api_key" and current else str(current)
+        except CourseError as exc:
+            shown = "?"
+            if exc.message not in problems:  # one broken file would say it for every setting
+                problems.append(exc.message)
+        lines.append(f"  {name:<11} {COURSE.env_name(name):<22} {shown:<40} {f.metadata['doc']}")
+    return "\n".join(lines + [f"cannot read: {problem}" for problem in problems])

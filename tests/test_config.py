@@ -190,6 +190,7 @@ def test_courselib_settings_keep_their_names_and_precedence(tmp_path, monkeypatc
     config.write_text("thread = 3\n")
     with pytest.raises(CourseError, match="unknown setting"):
         settings.resolve("api_key")
+    assert "\ncannot read: " in settings.describe()  # --help still answers
 
 
 def test_server_setup_files_round_trip(tmp_path) -> None:
