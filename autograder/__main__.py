@@ -17,7 +17,7 @@ import ast
 import sys
 from pathlib import Path
 
-from autograder.course import ISOLATIONS, GradeSettings, setup
+from autograder.course import GRADE, ISOLATIONS, GradeSettings, setup
 
 
 def _value(text: str):
@@ -56,16 +56,7 @@ def _labs(course, names: list[str]) -> list[str]:
 
 
 def _settings(args, course, assignment: str) -> GradeSettings:
-    settings = course.settings(
-        cell_timeout=args.cell_timeout,
-        notebook_timeout=args.notebook_timeout,
-        memory_mb=args.memory_mb,
-        max_tasks=args.max_tasks,
-        kernel_threads=args.kernel_threads,
-        run_after_last_test=True if args.run_all_cells else None,
-        stderr_fails_test=True if args.stderr_fails else None,
-        isolation=args.isolation,
-    )
+    settings = course.settings(**GRADE.flag_values(args))
     extra = dict(pair.split("=", 1) for pair in args.parameter)
     if extra:
         settings.parameters[assignment] = settings.parameters.get(assignment, {}) | {
@@ -169,10 +160,9 @@ def cmd_sample_class(args) -> int:
     from autograder.sample_class import make_sample_class
 
     course = _course(args)
-    memory_mb = args.memory_mb if args.memory_mb is not None else course.settings().memory_mb
-    isolation = args.isolation or course.settings().isolation
+    settings = course.settings(**GRADE.flag_values(args))
     expected = make_sample_class(
-        course, args.lab, args.out, memory_mb=memory_mb, isolation=isolation
+        course, args.lab, args.out, memory_mb=settings.memory_mb, isolation=settings.isolation
     )
     for name, e in expected.items():
         print(f"{name:<26} {e.score:g}/{e.max_score:g}  {e.about}")
@@ -265,25 +255,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--limit", type=int, help="stop after grading this many")
     s.add_argument("--force", action="store_true", help="regrade everything")
-    s.add_argument("--cell-timeout", type=float, help="seconds per cell (autograder.toml: 60)")
-    s.add_argument("--notebook-timeout", type=float, help="seconds per notebook (600)")
-    s.add_argument("--memory-mb", type=int, help="kernel memory cap, MiB; 0 for none (4096)")
-    s.add_argument(
-        "--max-tasks", type=int, help="processes + threads per kernel; 0 for no cap (256)"
-    )
-    s.add_argument("--kernel-threads", type=int, help="CPU threads per kernel (cores / workers)")
-    s.add_argument(
-        "--isolation",
-        choices=ISOLATIONS,
-        help="namespaces: no network, kernels cannot see the grader; sandbox: also only their "
-        "own files (bubblewrap) (autograder.toml: none)",
-    )
-    s.add_argument(
-        "--run-all-cells", action="store_true", help="also run cells after the last test"
-    )
-    s.add_argument(
-        "--stderr-fails", action="store_true", help="nbgrader's rule: stderr output zeroes a test"
-    )
+    GRADE.add_arguments(s, title="grading settings")
     s.add_argument(
         "-p",
         "--parameter",
@@ -305,10 +277,8 @@ def parser() -> argparse.ArgumentParser:
         "sample-class", cmd_sample_class, "write a sample class with expected results", lab="one"
     )
     s.add_argument("out", help="folder for the notebooks and expected.json")
-    s.add_argument(
-        "--memory-mb", type=int, help="the cap the class will be graded with (the hog exceeds it)"
-    )
-    s.add_argument("--isolation", choices=ISOLATIONS, help="the isolation it will be graded with")
+    # the hog exceeds the memory cap, the escapes test the isolation the class is graded with
+    GRADE.add_arguments(s, only=("memory_mb", "isolation"), title="as the class will be graded")
 
     s = command(
         "verify",

@@ -19,11 +19,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
-import tomllib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any, Literal, get_args
 
 import nbformat
 
+from courselib.config import Schema, read_toml, setting
 from courselib.errors import CourseError
 
 CONFIG_FILE = "autograder.toml"
@@ -56,34 +55,56 @@ def hidden_lines(source: str) -> set[int]:
 SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
 
 
-@dataclass
+@dataclass(frozen=True)
 class GradeSettings:
-    """How submissions are executed; ``[grade]`` in autograder.toml, overridden by CLI flags."""
+    """How submissions are executed: ``grade``'s flags, ``COURSELAB_GRADE_<NAME>``, ``[grade]``
+    in autograder.toml, the defaults here (read by :data:`GRADE`, :mod:`courselib.config`)."""
 
-    cell_timeout: float = 60.0
-    """Seconds one cell may run before the kernel is interrupted (the cell then scores 0)."""
-    notebook_timeout: float = 600.0
-    """Seconds the whole notebook may run; cells after that are not run (their tests score 0)."""
-    memory_mb: int = 4096
-    """Cap on the kernel's data memory (RLIMIT_DATA, heap and anonymous maps), 0 for none."""
-    run_after_last_test: bool = False
-    """Also run the cells after the last test cell (they cannot change a score; off saves time)."""
-    stderr_fails_test: bool = False
-    """nbgrader's rule: any stderr output in a test cell scores it 0 (default: errors only)."""
-    max_tasks: int = 256
-    """Cap on the processes and threads of each kernel and all it starts (0 for none)."""
-    isolation: Isolation = "none"
-    """"namespaces": each kernel in its own user, PID and network namespace (``unshare``):
-    no network, and it cannot see or signal the grader. Needs unprivileged user namespaces.
-    "sandbox": the same in bubblewrap, which also hides every file but the course library,
-    the models and the submission's own folder (``apt install bubblewrap``)."""
-    tests_in_kernel: bool = False
-    """nbgrader's way: test cells run in the student's kernel, which can forge their result
-    (kept to measure against). Default: they run in the grader, on the notebook's values."""
-    kernel_threads: int = 0
-    """Threads for torch/BLAS/llama.cpp in each kernel; 0: the cores divided by the workers."""
+    cell_timeout: float = setting(
+        "Seconds one cell may run before the kernel is interrupted (the cell then scores 0).",
+        60.0,
+    )
+    notebook_timeout: float = setting(
+        "Seconds the whole notebook may run; cells after that are not run (their tests score 0).",
+        600.0,
+    )
+    memory_mb: int = setting(
+        "Cap on the kernel's data memory in MiB (RLIMIT_DATA, heap and anonymous maps), 0 for "
+        "none.",
+        4096,
+    )
+    run_after_last_test: bool = setting(
+        "Also run the cells after the last test cell (they cannot change a score; off saves time).",
+        False,
+        flag="--run-all-cells",
+    )
+    stderr_fails_test: bool = setting(
+        "nbgrader's rule: any stderr output in a test cell scores it 0 (default: errors only).",
+        False,
+        flag="--stderr-fails",
+    )
+    max_tasks: int = setting(
+        "Cap on the processes and threads of each kernel and all it starts (0 for none).", 256
+    )
+    isolation: Isolation = setting(
+        "none; namespaces: each kernel in its own user, PID and network namespace (unshare): "
+        "no network, and it cannot see or signal the grader (needs unprivileged user "
+        "namespaces); sandbox: the same in bubblewrap, which also hides every file but the "
+        "course library, the models and the submission's own folder (apt install bubblewrap).",
+        "none",
+    )
+    tests_in_kernel: bool = setting(
+        "nbgrader's way: test cells run in the student's kernel, which can forge their result "
+        "(kept to measure against). Default: they run in the grader, on the notebook's values.",
+        False,
+    )
+    kernel_threads: int = setting(
+        "Threads for torch/BLAS/llama.cpp in each kernel; 0: the cores divided by the workers.",
+        0,
+    )
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per lab, the values papermill injects after the parameters cell."""
+    """Per lab, the values papermill injects after the parameters cell (``[parameters.<lab>]``
+    in autograder.toml, ``grade -p``): not a setting, so no flag or environment variable."""
 
     def fingerprint_fields(self, assignment: str) -> dict[str, Any]:
         """What changes a grade if it changes (not the number of workers or threads)."""
@@ -91,6 +112,10 @@ class GradeSettings:
         keep.pop("kernel_threads")
         keep["parameters"] = self.parameters.get(assignment, {})
         return keep
+
+
+GRADE = Schema(GradeSettings, env_prefix="COURSELAB_GRADE_", section="grade")
+"""How GradeSettings is read (:mod:`courselib.config`): ``[grade]`` of autograder.toml."""
 
 
 @dataclass(frozen=True)
@@ -123,14 +148,11 @@ class Course:
         return sorted(p.parent.name for p in src.glob("*/*.ipynb") if p.stem == p.parent.name)
 
     def settings(self, **overrides: Any) -> GradeSettings:
-        """autograder.toml's ``[grade]`` and ``[parameters.<lab>]``, then ``overrides`` (not None)."""
+        """The grading settings from ``overrides`` (None = not given), the environment and
+        autograder.toml's ``[grade]``, with its ``[parameters.<lab>]``."""
         path = self.root / CONFIG_FILE
-        data = tomllib.loads(path.read_text()) if path.exists() else {}
-        settings = GradeSettings(**data.get("grade", {}), parameters=data.get("parameters", {}))
-        for name, value in overrides.items():
-            if value is not None:
-                setattr(settings, name, value)
-        return settings
+        parameters = read_toml(path).get("parameters", {}) if path.is_file() else {}
+        return GRADE.load(args=overrides, path=path, extra={"parameters": parameters})
 
     def config(self):
         """The traitlets Config nbgrader's API needs for this course."""
@@ -172,28 +194,25 @@ def _config_text(course: Course) -> str:
 
 
 def _settings_text() -> str:
-    defaults = GradeSettings()
-    lines = ["# Autograder settings (python -m autograder grade reads them; its flags override)"]
-    lines.append("[grade]")
-    for f in fields(GradeSettings):
-        if f.name != "parameters":
-            lines.append(f"{f.name} = {json.dumps(getattr(defaults, f.name))}")
-    lines += [
-        "",
-        "# Values injected after each lab's parameters cell, e.g.",
-        "# [parameters.lab03_memory]",
-        "# N_CTX = 256",
-        "# [parameters.lab02_class_server]   (the graded cells need no server: these only matter",
-        '# SERVER_URL = "https://llm.example.edu/v1"   with run_after_last_test = true)',
-        '# API_KEY = "sk-course-grader"',
-        '# MODEL = "wizard-vicuna-13b"',
-        "# [parameters.lab04_finetune]   (likewise: its graded cells come before any training)",
-        "# TRAIN_STEPS = 40",
-        "# QLORA_STEPS = 0",
-        '# MEASURE_MODEL = "course-chat"',
-        "",
-    ]
-    return "\n".join(lines)
+    return GRADE.commented_toml(
+        title="Autograder settings (python -m autograder grade reads them; its flags override)."
+    ) + "\n".join(
+        [
+            "",
+            "# Values injected after each lab's parameters cell, e.g.",
+            "# [parameters.lab03_memory]",
+            "# N_CTX = 256",
+            "# [parameters.lab02_class_server]   (the graded cells need no server: these only matter",
+            '# SERVER_URL = "https://llm.example.edu/v1"   with run_after_last_test = true)',
+            '# API_KEY = "sk-course-grader"',
+            '# MODEL = "wizard-vicuna-13b"',
+            "# [parameters.lab04_finetune]   (likewise: its graded cells come before any training)",
+            "# TRAIN_STEPS = 40",
+            "# QLORA_STEPS = 0",
+            '# MEASURE_MODEL = "course-chat"',
+            "",
+        ]
+    )
 
 
 def setup(

@@ -7,7 +7,8 @@ Organised by concept, one job per module:
 - ``courselib.backends`` one interface in front of every inference engine
 - ``courselib.memory``   the memory estimator of Lab 03
 - ``courselib.widgets``  ipywidgets UIs for the labs
-- ``courselib.settings`` settings: argument > environment variable > config file > default
+- ``courselib.config``   the one settings mechanism (and its precedence) of the course and tools
+- ``courselib.settings`` the course's settings: data dir, threads, the class server
 
 ``import courselib`` needs only numpy and tqdm; torch, transformers and llama_cpp load where used.
 """

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from courselib import settings
+from courselib.config import PRECEDENCE
 from courselib.errors import EXIT_MISTAKE, run_command
 
 # subcommand module -> registered by it (order = order in --help)
@@ -29,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m courselib",
         description="LLM course lab: build the offline course models, chat, estimate memory.",
-        epilog="Settings (argument > environment variable > config file > default):\n"
-        + settings.describe(),
+        epilog=f"Settings ({PRECEDENCE}):\n" + settings.describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

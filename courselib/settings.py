@@ -1,8 +1,7 @@
-"""Course settings with one precedence: argument > environment variable > config file > default.
+"""The course's own settings (data dir, threads, the class server), read by :mod:`courselib.config`.
 
-Each setting is declared once in :data:`SETTINGS` with its environment variable, its key in
-the TOML config file and its default. The config file is ``$COURSELAB_CONFIG`` if set, else
-``~/.config/courselab/config.toml``; a missing file is fine.
+Each setting's environment variable is ``COURSELAB_<NAME>``; the config file is
+``$COURSELAB_CONFIG`` if set, else ``~/.config/courselab/config.toml`` (a missing file is fine).
 
 Example::
 
@@ -21,13 +20,16 @@ Config file example (``~/.config/courselab/config.toml``)::
 from __future__ import annotations
 
 import os
-import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from courselib.config import Schema, setting
 from courselib.errors import CourseError
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "courselab"
 
 
 def _default_threads() -> int:
@@ -38,49 +40,23 @@ def _default_threads() -> int:
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One documented setting: where it is read from and how a string becomes a value."""
+class CourseSettings:
+    """Every course setting with its doc and default (``python -m courselib --help`` lists them)."""
 
-    name: str
-    env: str
-    default: Callable[[], Any]
-    parse: Callable[[str], Any]
-    doc: str
+    data_dir: Path = setting(
+        "Where built course models (HF checkpoints, GGUFs) are cached.", factory=_default_data_dir
+    )
+    threads: int = setting("CPU threads for llama.cpp and torch.", factory=_default_threads)
+    server_url: str = setting(
+        "Base URL of the class's OpenAI-compatible inference server (Lab 02).",
+        "http://127.0.0.1:8000/v1",
+    )
+    api_key: str = setting("Your personal API key for the class server (Lab 02).", "")
 
 
-SETTINGS: dict[str, Setting] = {
-    s.name: s
-    for s in [
-        Setting(
-            "data_dir",
-            "COURSELAB_DATA_DIR",
-            lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "courselab",
-            lambda v: Path(v).expanduser(),
-            "Where built course models (HF checkpoints, GGUFs) are cached.",
-        ),
-        Setting(
-            "threads",
-            "COURSELAB_THREADS",
-            _default_threads,
-            int,
-            "CPU threads for llama.cpp and torch.",
-        ),
-        Setting(
-            "server_url",
-            "COURSELAB_SERVER_URL",
-            lambda: "http://127.0.0.1:8000/v1",
-            str,
-            "Base URL of the class's OpenAI-compatible inference server (Lab 02).",
-        ),
-        Setting(
-            "api_key",
-            "COURSELAB_API_KEY",
-            lambda: "",
-            str,
-            "Your personal API key for the class server (Lab 02).",
-        ),
-    ]
-}
+COURSE = Schema(CourseSettings, env_prefix="COURSELAB_")
+SETTINGS = COURSE.fields
+"""Each setting's name -> its field (doc and default in ``metadata`` and ``default``)."""
 
 
 def config_path() -> Path:
@@ -92,37 +68,9 @@ def config_path() -> Path:
     return base / "courselab" / "config.toml"
 
 
-def _config_file() -> dict[str, Any]:
-    path = config_path()
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CourseError(
-            f"The course config file {path} is not valid TOML ({exc}).",
-            hint="Fix or delete that file, or point COURSELAB_CONFIG at another one.",
-        ) from None
-
-
 def resolve(name: str, value: Any = None) -> Any:
     """The value of setting ``name``: ``value`` if not None, else env, else config, else default."""
-    setting = SETTINGS[name]
-    if value is not None:
-        return setting.parse(str(value)) if isinstance(setting.default(), Path) else value
-    raw = os.environ.get(setting.env)
-    if raw not in (None, ""):
-        try:
-            return setting.parse(raw)
-        except ValueError:
-            raise CourseError(
-                f"Environment variable {setting.env}={raw!r} is not valid.",
-                hint=f"{setting.doc} Unset it or give a valid value.",
-            ) from None
-    config = _config_file()
-    if name in config:
-        return setting.parse(str(config[name]))
-    return setting.default()
+    return COURSE.resolve(name, arg=value, path=config_path())
 
 
 def data_dir(value: str | os.PathLike[str] | None = None) -> Path:
@@ -133,11 +81,19 @@ def data_dir(value: str | os.PathLike[str] | None = None) -> Path:
 
 
 def describe() -> str:
-    """A table of every setting, its environment variable and current value (for ``--help``)."""
-    lines = [f"config file: {config_path()}"]
-    for s in SETTINGS.values():
-        current = resolve(s.name)
-        if s.name == "api_key" and current:
-            current = "***"
-        lines.append(f"  {s.name:<11} {s.env:<22} {current!s:<40} {s.doc}")
-    return "\n".join(lines)
+    """A table of every setting, its environment variable and current value (for ``--help``).
+
+    A setting that cannot be read shows ``?``, and the mistake is listed once below the table:
+    ``--help`` still answers when the config file or a variable is wrong.
+    """
+    lines, problems = [f"config file: {config_path()}"], []
+    for name, f in SETTINGS.items():
+        try:
+            current = resolve(name)
+            shown = "***" if name == "api_key" and current else str(current)
+        except CourseError as exc:
+            shown = "?"
+            if exc.message not in problems:  # one broken file would say it for every setting
+                problems.append(exc.message)
+        lines.append(f"  {name:<11} {COURSE.env_name(name):<22} {shown:<40} {f.metadata['doc']}")
+    return "\n".join(lines + [f"cannot read: {problem}" for problem in problems])

@@ -133,8 +133,6 @@ host) as compose.yaml, a systemd unit, an Apptainer definition and a Slurm scrip
 README.txt, and the gateway (nginx.conf + njs) as a systemd unit and a compose service. The
 engine's own key is written to the state dir's keys/ when missing (never into output_dir).
 A deployment that does not fit is not rendered (exit 1).
-
-Each setting comes from its flag, else COURSELAB_SERVER_<NAME>, else FILE, else its default.
 """
 
 

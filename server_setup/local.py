@@ -52,12 +52,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from courselib.errors import CourseError
+from server_setup.engines import llamacpp
 from server_setup.gateway.keys import KeyStore
 from server_setup.gateway.nginx import GatewayPaths, gateway_url
 from server_setup.plan import Plan
 from server_setup.render import Rendered, render, write
 from server_setup.settings import Deployment
 
+ENGINE = llamacpp.ENGINE
+"""The one engine ``up`` runs: its command is a Python module, run here by this Python."""
 INSTALL_HINT = (
     "Install Debian's nginx and its njs module: "
     "sudo apt-get install nginx libnginx-mod-http-js (or make sysdeps as root)."
@@ -240,8 +243,8 @@ def _check_nginx(d: Deployment) -> None:
         )
 
 
-def _engine_models(d: Deployment) -> str:
-    return f"http://{d.engine_host}:{d.engine_port}/v1/models"
+def _engine_health(d: Deployment) -> str:
+    return f"http://{d.engine_host}:{d.engine_port}{ENGINE.health_path}"
 
 
 def _healthz(d: Deployment) -> str:
@@ -286,9 +289,9 @@ def up(d: Deployment, *, timeout_s: float = 120.0, log=print) -> Running:
     if not result.plan.fits:
         raise DoesNotFit(result.plan)
     assert result.engine is not None
-    if result.engine.kind != "llamacpp":
+    if result.engine.kind != ENGINE.name:
         raise CourseError(
-            f"up runs the CPU deployment (llama.cpp); this one is {result.engine.kind}.",
+            f"up runs the CPU deployment ({ENGINE.label}); this one is {result.engine.kind}.",
             hint="Give a .gguf model and no GPU (--ram), or deploy the rendered files instead.",
         )
     for host, port in ((d.engine_host, d.engine_port), (d.gateway_host, d.gateway_port)):
@@ -314,7 +317,7 @@ def up(d: Deployment, *, timeout_s: float = 120.0, log=print) -> Running:
     url = gateway_url(d)
     engine_key = local.keys.engine_key()
     checks = {
-        "engine": (engine, _engine_models(d), engine_key, local.engine_log),
+        "engine": (engine, _engine_health(d), engine_key, local.engine_log),
         "gateway": (gateway, _healthz(d), "", gw.error_log),
     }
     deadline = time.monotonic() + timeout_s
@@ -409,7 +412,7 @@ def status(d: Deployment) -> Status:
     key = local.keys.engine_key() if engine and local.keys.engine_env_file.exists() else ""
     return Status(
         engine_pid=engine,
-        engine_ok=bool(engine) and _get(_engine_models(d), key=key) == 200,
+        engine_ok=bool(engine) and _get(_engine_health(d), key=key) == 200,
         gateway_pid=gateway,
         gateway_ok=bool(gateway) and _get(_healthz(d)) == 200,
         url=gateway_url(d),

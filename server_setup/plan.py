@@ -29,16 +29,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from courselib.errors import CourseError
 from courselib.gguf.mix import LLAMA_LAYOUT
 from courselib.memory.configs import legacy_notes, shape_of
-from courselib.memory.estimate import Estimate, config_of, estimate_inference
+from courselib.memory.estimate import Estimate, config_of
 from courselib.memory.precision import kind, normalize
+from server_setup import engines
 from server_setup.hardware import Host, detect_host
-
-Engine = Literal["vllm", "llama.cpp"]
 
 DEFAULT_MAX_SEQS = 16
 """Concurrent sequences the class server must hold (a class of 30 with think times)."""
@@ -61,7 +60,8 @@ class Option:
     change: str
     """The flags that change, e.g. ``--dtype fp16`` or ``--gpus 2``."""
     dtype: str
-    engine: Engine
+    engine: str
+    """The engine's name (:mod:`server_setup.engines`)."""
     gpus: int
     max_seqs: int
     max_model_len: int
@@ -74,7 +74,8 @@ class Plan:
 
     model: str
     host: Host
-    engine: Engine
+    engine: str
+    """The name of the engine plan chose for the dtype (:func:`server_setup.engines.serving`)."""
     dtype: str
     gpus: int
     """GPUs the engine uses (tensor parallel size); 0 on a CPU host."""
@@ -140,26 +141,16 @@ def _served_dtype(dtype: str | None, *, config: dict[str, Any], host: Host, mode
 
 def _estimate(
     model: str | os.PathLike[str], *, dtype: str, gpus: int, max_seqs: int, max_model_len: int
-) -> tuple[Engine, Estimate]:
+) -> tuple[engines.Engine, Estimate]:
     """(engine, per-device estimate) of one way of serving; the one formula for every option.
 
     ``dtype`` "" is a GGUF file served at its own type (its header's tensor bytes).
     """
-    if not dtype or kind(dtype) == "gguf":
-        # llama-cpp-python's server: one context, requests queue (batch 1)
-        est = estimate_inference(
-            model, precision=dtype or None, n_ctx=max_model_len, engine="llama.cpp"
-        )
-        return "llama.cpp", est
-    est = estimate_inference(
-        model,
-        precision=dtype,
-        n_ctx=max_model_len,
-        batch=max_seqs,
-        engine="vllm",
-        tensor_parallel=max(gpus, 1),
+    engine = engines.serving(dtype)
+    est = engine.estimate(
+        model, dtype=dtype, gpus=gpus, max_seqs=max_seqs, max_model_len=max_model_len
     )
-    return "vllm", est
+    return engine, est
 
 
 def _fits(need: int, host: Host, utilization: float) -> bool:
@@ -172,7 +163,7 @@ def _alternatives(
     *,
     host: Host,
     dtype: str,
-    engine: Engine,
+    engine: engines.Engine,
     gpus: int,
     max_seqs: int,
     max_model_len: int,
@@ -188,10 +179,10 @@ def _alternatives(
             eng, est = _estimate(model, dtype=d, gpus=g, max_seqs=n, max_model_len=ctx)
             if _fits(est.total, host, utilization):
                 label = change if n == seqs else f"{change} --max-seqs {n}"
-                out.append(Option(label, d or est.precision, eng, g, n, ctx, est.total))
+                out.append(Option(label, d or est.precision, eng.name, g, n, ctx, est.total))
                 return True
-            if eng != "vllm":
-                return False  # llama.cpp holds one context whatever the concurrency
+            if not eng.batches:
+                return False  # one context whatever the concurrency (llama.cpp)
         return False
 
     if host.kind == "gpu":
@@ -207,7 +198,7 @@ def _alternatives(
                 seqs=1,
                 ctx=max_model_len,
             )
-        if engine == "vllm":
+        if engine.tensor_parallel:
             for n in TP_SIZES:
                 if (
                     n > gpus
@@ -228,7 +219,7 @@ def _alternatives(
     for ctx in range((max_model_len - 1) // CONTEXT_STEP * CONTEXT_STEP, 0, -CONTEXT_STEP):
         if attempt(f"--max-model-len {ctx}", d=dtype, g=gpus, seqs=max_seqs, ctx=ctx):
             break
-    if engine == "vllm":
+    if engine.batches:
         for seqs in range(max_seqs - 1, 0, -1):
             if attempt(f"--max-seqs {seqs}", d=dtype, g=gpus, seqs=seqs, ctx=max_model_len):
                 break
@@ -275,24 +266,20 @@ def plan(
     notes = [*est.notes]
     tokenizer = _tokenizer_config(model)
     notes += [n for n in legacy_notes(config, tokenizer) if n not in notes]
-    if engine == "llama.cpp":
-        notes.append(
-            f"llama.cpp: one context of {max_model_len} tokens; concurrent requests wait in "
-            "the server's queue (llama-cpp-python answers one at a time)."
-        )
-    if engine == "vllm" and shape_of(config).heads % max(n_gpus, 1):
+    notes += engine.plan_notes(max_model_len=max_model_len)
+    if engine.tensor_parallel and shape_of(config).heads % max(n_gpus, 1):
         raise CourseError(
-            f"vLLM splits the {shape_of(config).heads} attention heads over the GPUs: "
+            f"{engine.label} splits the {shape_of(config).heads} attention heads over the GPUs: "
             f"{n_gpus} does not divide them.",
             hint="Use a number of GPUs that divides the head count (1, 2, 4, 8).",
         )
     result = Plan(
         model=name,
         host=host,
-        engine=engine,
+        engine=engine.name,
         dtype=served or est.precision,
         gpus=n_gpus,
-        max_seqs=max_seqs if engine == "vllm" else 1,
+        max_seqs=max_seqs if engine.batches else 1,
         max_model_len=max_model_len,
         utilization=gpu_memory_utilization,
         estimate=est,

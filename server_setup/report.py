@@ -17,6 +17,7 @@ Example (abridged)::
 
 from __future__ import annotations
 
+from server_setup import engines
 from server_setup.plan import Plan
 
 GiB = 2**30
@@ -27,27 +28,32 @@ def _gib(n: int) -> str:
 
 
 def _what(plan: Plan) -> str:
-    if plan.engine == "vllm":
-        tp = f", tensor parallel {plan.gpus}" if plan.gpus > 1 else ""
-        return f"vLLM, {plan.dtype}, {plan.max_seqs} sequences x {plan.max_model_len} tokens{tp}"
-    return f"llama.cpp, {plan.dtype}, one context of {plan.max_model_len} tokens"
+    engine = engines.get(plan.engine)
+    if engine.batches:
+        tp = f", tensor parallel {plan.gpus}" if engine.tensor_parallel and plan.gpus > 1 else ""
+        load = f"{plan.max_seqs} sequences x {plan.max_model_len} tokens{tp}"
+    else:
+        load = f"one context of {plan.max_model_len} tokens"
+    return f"{engine.label}, {plan.dtype}, {load}"
 
 
 def table(plan: Plan) -> str:
     """The breakdown per device, the usable memory and the verdict line."""
     e = plan.estimate
+    engine = engines.get(plan.engine)
     device = "GPU" if plan.host.kind == "gpu" else "host"
-    knob = "--gpu-memory-utilization" if plan.engine == "vllm" else "--utilization"
-    seqs = f"{plan.max_seqs} x {plan.max_model_len} tokens"
+    # a batching engine holds a KV cache per sequence, the others one context
+    kv = f"{plan.max_seqs} x " if engine.batches else ""
     rows = [
         ("weights", e.weights, f"{e.params / 1e9:.1f}e9 parameters at {plan.dtype}"),
-        ("KV cache", e.kv_cache, seqs if plan.engine == "vllm" else f"{plan.max_model_len} tokens"),
+        ("KV cache", e.kv_cache, f"{kv}{plan.max_model_len} tokens"),
         ("engine", e.overhead, "activations, buffers, runtime"),
         ("total", e.total, f"per {device}"),
         (
             "usable",
             plan.usable_bytes,
-            f"{plan.host.device_bytes / GiB:.1f} GiB x {plan.utilization:.2f} ({knob})",
+            f"{plan.host.device_bytes / GiB:.1f} GiB x {plan.utilization:.2f} "
+            f"({engine.utilization_flag})",
         ),
     ]
     lines = [f"{plan.model} on {plan.host.describe()}: {_what(plan)}"]
@@ -63,12 +69,7 @@ def refusal(plan: Plan) -> str:
     """One paragraph saying why it does not fit, then what would (the options)."""
     e = plan.estimate
     where = "GPU" if plan.host.kind == "gpu" else "host"
-    crash = (
-        "vLLM would die with a CUDA out-of-memory error or 'No available memory for the cache "
-        "blocks'"
-        if plan.engine == "vllm"
-        else "llama.cpp would fail to allocate, or the host would swap and the kernel kill it"
-    )
+    crash = engines.get(plan.engine).out_of_memory
     text = (
         f"DOES NOT FIT: {plan.model} at {plan.dtype} needs {e.total / GiB:.1f} GiB per {where} "
         f"(weights {e.weights / GiB:.1f} + KV cache {e.kv_cache / GiB:.1f} + engine "

@@ -1,10 +1,10 @@
-"""One deployment's settings: flag > environment variable > settings file > default.
+"""One deployment's settings, read by the one settings mechanism (:mod:`courselib.config`).
 
 Every rendered file comes from a :class:`Deployment`; nothing in the scripts is typed out by
-hand. Each field is read from, in order: a command-line flag (``--max-seqs 8``), the
-environment variable ``COURSELAB_SERVER_<FIELD>`` (``COURSELAB_SERVER_MAX_SEQS=8``), the TOML
-settings file (``max_seqs = 8``), the field's default. ``python -m server_setup init FILE``
-writes a commented example (:func:`example_toml`).
+hand. Each field's environment variable is ``COURSELAB_SERVER_<FIELD>``
+(``COURSELAB_SERVER_MAX_SEQS=8``), its key in the TOML settings file is its name
+(``max_seqs = 8``) and its flag ``--max-seqs``. ``python -m server_setup init FILE`` writes a
+commented example (:func:`example_toml`).
 
 Example::
 
@@ -18,27 +18,20 @@ Example::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ipaddress
-import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any
 
+from courselib.config import Schema, setting
 from courselib.errors import CourseError
+from server_setup import engines
 from server_setup.plan import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_SEQS, DEFAULT_UTILIZATION
 
 ENV_PREFIX = "COURSELAB_SERVER_"
-EngineChoice = Literal["auto", "vllm", "triton", "llamacpp"]
-ENGINES: tuple[str, ...] = get_args(EngineChoice)
-
-
-def _doc(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"doc": text})
 
 
 @dataclass(frozen=True)
@@ -46,100 +39,107 @@ class Deployment:
     """Everything ``render`` needs for one class server. Field docs go into ``init``'s file."""
 
     # --- the model
-    model: str = _doc(
+    model: str = setting(
         "What plan reads: a shipped name (wizard-vicuna-13b), a checkpoint folder or a .gguf.",
         "",
     )
-    model_path: str = _doc(
+    model_path: str = setting(
         "Where the weights are on the serving host (default: model, when it is a path).", ""
     )
-    served_model_name: str = _doc(
+    served_model_name: str = setting(
         "The name clients ask for (OpenAI 'model', Triton's model folder); default: the model's "
         "(its folder's, or a Hugging Face hub cache snapshot's repository name).",
         "",
     )
     # --- what is served and how
-    engine: EngineChoice = _doc(
-        "auto (vLLM on a GPU host, llama.cpp for a GGUF on a CPU host), vllm, triton, llamacpp.",
-        "auto",
+    engine: str = setting(
+        f"{engines.AUTO} (vLLM on a GPU host, llama.cpp for a GGUF on a CPU host), "
+        f"{', '.join(engines.ENGINES)}.",
+        engines.AUTO,
     )
-    dtype: str = _doc(
+    dtype: str = setting(
         "fp16, bf16, fp32, awq, gptq (vLLM/Triton) or a GGUF type (llama.cpp); default: plan's.",
         "",
     )
-    gpus: int = _doc("GPUs the engine uses (tensor parallel size).", 1)
-    gpu_mem: str = _doc("Memory of one GPU, e.g. 40GiB (empty: detect, else use ram).", "")
-    ram: str = _doc("A CPU host's RAM, e.g. 16GiB (llama.cpp).", "")
-    max_seqs: int = _doc("Sequences served at once (vLLM --max-num-seqs).", DEFAULT_MAX_SEQS)
-    max_model_len: int = _doc("Context per sequence, prompt + answer.", DEFAULT_MAX_MODEL_LEN)
-    gpu_memory_utilization: float = _doc(
+    gpus: int = setting("GPUs the engine uses (tensor parallel size).", 1)
+    gpu_mem: str = setting("Memory of one GPU, e.g. 40GiB (empty: detect, else use ram).", "")
+    ram: str = setting("A CPU host's RAM, e.g. 16GiB (llama.cpp).", "")
+    max_seqs: int = setting("Sequences served at once (vLLM --max-num-seqs).", DEFAULT_MAX_SEQS)
+    max_model_len: int = setting("Context per sequence, prompt + answer.", DEFAULT_MAX_MODEL_LEN)
+    gpu_memory_utilization: float = setting(
         "Share of each GPU (or of RAM) the engine may take.", DEFAULT_UTILIZATION
     )
-    chat_format: str = _doc(
+    chat_format: str = setting(
         "llama.cpp chat format; '' uses the template stored in the GGUF (the course models "
         "keep system messages that way; 'vicuna' drops them).",
         "vicuna",
     )
     # --- network: the engine answers on loopback only, the gateway is the one public door
-    engine_host: str = _doc("Address the engine binds: loopback only.", "127.0.0.1")
-    engine_port: int = _doc("Port of the engine (the gateway forwards to it).", 8001)
-    gateway_port: int = _doc("Port of the gateway students call.", 8000)
-    gateway_host: str = _doc(
+    engine_host: str = setting("Address the engine binds: loopback only.", "127.0.0.1")
+    engine_port: int = setting("Port of the engine (the gateway forwards to it).", 8001)
+    gateway_port: int = setting("Port of the gateway students call.", 8000)
+    gateway_host: str = setting(
         "Address the gateway binds: 127.0.0.1 for a laptop dry run, 0.0.0.0 on the class host.",
         "127.0.0.1",
     )
     # --- the gateway's limits, per student key (nginx: limit_req, client_max_body_size, njs)
-    rate_per_minute: int = _doc("Requests per minute one student may make (then 429).", 30)
-    rate_burst: int = _doc("Requests over the rate a student may make at once before 429.", 10)
-    max_tokens: int = _doc(
+    rate_per_minute: int = setting("Requests per minute one student may make (then 429).", 30)
+    rate_burst: int = setting("Requests over the rate a student may make at once before 429.", 10)
+    max_tokens: int = setting(
         "Most tokens one request may ask for (over it: 400; none asked: this many).", 512
     )
-    max_body_kib: int = _doc("Largest request body in KiB (over it: 413).", 256)
-    nginx: str = _doc("The nginx program (Debian: /usr/sbin/nginx).", "/usr/sbin/nginx")
-    nginx_js_module: str = _doc(
+    max_body_kib: int = setting("Largest request body in KiB (over it: 413).", 256)
+    nginx: str = setting("The nginx program (Debian: /usr/sbin/nginx).", "/usr/sbin/nginx")
+    nginx_js_module: str = setting(
         "njs module nginx loads (Debian's libnginx-mod-http-js; the official nginx image "
         "has it at the same path, so one nginx.conf serves systemd and compose).",
         "/usr/lib/nginx/modules/ngx_http_js_module.so",
     )
-    nginx_image: str = _doc(
+    nginx_image: str = setting(
         "Container image of the gateway in compose.yaml (the official image ships njs).",
         "nginx:1.28",
     )
-    tls_cert: str = _doc(
+    tls_cert: str = setting(
         "PEM certificate (with its chain) the gateway serves HTTPS and HTTP/2 with, on the "
         "host; empty: plain HTTP (then put TLS in front if the network is not trusted).",
         "",
     )
-    tls_key: str = _doc("The certificate's private key (PEM) on the host; set with tls_cert.", "")
-    state_dir: str = _doc(
+    tls_key: str = setting(
+        "The certificate's private key (PEM) on the host; set with tls_cert.", ""
+    )
+    state_dir: str = setting(
         "Keys (students' hashes, the engine's key), logs, pid and temp files of the gateway "
         "and of `up` (default: $XDG_STATE_HOME/courselab-server, else "
         "~/.local/state/courselab-server; on a class host e.g. /var/lib/courselab-server).",
         "",
     )
     # --- where files go and what runs them
-    output_dir: str = _doc("Folder the files are rendered into.", "deploy")
-    install_dir: str = _doc(
+    output_dir: str = setting("Folder the files are rendered into.", "deploy")
+    install_dir: str = setting(
         "Where that folder lives on the serving host (default: output_dir, absolute).", ""
     )
-    venv: str = _doc(
+    venv: str = setting(
         "systemd: the virtual environment with vllm or llama-cpp-python[server].",
         "/opt/courselab/venv",
     )
-    triton_dir: str = _doc(
+    triton_dir: str = setting(
         "systemd with Triton: the Triton install (bin/tritonserver, backends/vllm).",
         "/opt/tritonserver",
     )
-    vllm_image: str = _doc("Container image of vLLM's OpenAI server.", "vllm/vllm-openai:v0.32.0")
-    triton_image: str = _doc(
+    vllm_image: str = setting(
+        "Container image of vLLM's OpenAI server.", "vllm/vllm-openai:v0.32.0"
+    )
+    triton_image: str = setting(
         "Container image of Triton with the vLLM backend (NGC).",
         "nvcr.io/nvidia/tritonserver:25.11-vllm-python-py3",
     )
-    python_image: str = _doc("Base image the llama.cpp container is built on.", "python:3.11-slim")
-    llama_cpp_version: str = _doc("llama-cpp-python version in the llama.cpp image.", "0.3.36")
-    slurm_time: str = _doc("Slurm: the job's time limit.", "08:00:00")
-    slurm_cpus: int = _doc("Slurm: CPU cores for the job.", 8)
-    slurm_partition: str = _doc("Slurm: partition (empty: the cluster's default).", "")
+    python_image: str = setting(
+        "Base image the llama.cpp container is built on.", "python:3.11-slim"
+    )
+    llama_cpp_version: str = setting("llama-cpp-python version in the llama.cpp image.", "0.3.36")
+    slurm_time: str = setting("Slurm: the job's time limit.", "08:00:00")
+    slurm_cpus: int = setting("Slurm: CPU cores for the job.", 8)
+    slurm_partition: str = setting("Slurm: partition (empty: the cluster's default).", "")
 
     def resolved_model_path(self) -> str:
         """The weights' path on the host (a shipped name has none: say what to set)."""
@@ -164,50 +164,17 @@ class Deployment:
         return Path(base).expanduser().resolve() / "courselab-server"
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Deployment)}
-_TYPES = get_type_hints(Deployment)
+SCHEMA = Schema(
+    Deployment,
+    env_prefix=ENV_PREFIX,
+    missing_file_hint="Write an example with `python -m server_setup init {path}`.",
+)
+FIELDS = SCHEMA.fields
 
 
 def env_name(name: str) -> str:
     """``max_seqs`` -> ``COURSELAB_SERVER_MAX_SEQS``."""
-    return ENV_PREFIX + name.upper()
-
-
-def _parse(name: str, raw: Any, *, source: str) -> Any:
-    """A value from a flag, env var or file, as the field's type (a string is parsed)."""
-    kind = _TYPES[name]
-    try:
-        if kind is int and not isinstance(raw, bool):
-            return int(raw)
-        if kind is float and not isinstance(raw, bool):
-            return float(raw)
-        if isinstance(raw, str | int | float) and not isinstance(raw, bool):
-            return str(raw)
-    except ValueError:
-        pass
-    raise CourseError(
-        f"{source}: {name} = {raw!r} is not a valid {getattr(kind, '__name__', 'value')}.",
-        hint=FIELDS[name].metadata["doc"],
-    )
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CourseError(
-            f"Settings file {path} does not exist.",
-            hint=f"Write an example with `python -m server_setup init {path}`.",
-        ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CourseError(f"{path} is not valid TOML ({exc}).", hint="Fix the file.") from None
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:  # a typo would otherwise fall back to the default without a word
-        raise CourseError(
-            f"{path}: unknown setting(s) {', '.join(unknown)}.",
-            hint="Known settings: " + ", ".join(FIELDS) + ".",
-        )
-    return data
+    return SCHEMA.env_name(name)
 
 
 def load(
@@ -216,31 +183,18 @@ def load(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Deployment:
-    """The deployment from ``overrides`` (flags; None = not given) > env > file > default.
-
-    ``environ`` defaults to ``os.environ``; an empty variable counts as unset.
-    """
-    env = os.environ if environ is None else environ
-    data = _read_file(Path(path)) if path is not None else {}
-    values: dict[str, Any] = {}
-    for name in FIELDS:
-        flag = (overrides or {}).get(name)
-        raw_env = env.get(env_name(name), "")
-        if flag is not None:
-            values[name] = _parse(name, flag, source="command line")
-        elif raw_env != "":
-            values[name] = _parse(name, raw_env, source=f"environment {env_name(name)}")
-        elif name in data:
-            values[name] = _parse(name, data[name], source=str(path))
-    deployment = Deployment(**values)
+    """The deployment from ``overrides`` (None = not given), ``environ`` (default
+    ``os.environ``) and the settings file at ``path`` (None: none), checked."""
+    deployment = SCHEMA.load(args=overrides, environ=environ, path=path)
     check(deployment)
     return deployment
 
 
 def check(d: Deployment) -> None:
     """Refuse settings that would deploy something unsafe or unservable."""
-    if d.engine not in ENGINES:
-        raise CourseError(f"Unknown engine {d.engine!r}.", hint=f"Use one of {', '.join(ENGINES)}.")
+    choices = (engines.AUTO, *engines.ENGINES)  # the registry as it is now, not a copy
+    if d.engine not in choices:
+        raise CourseError(f"Unknown engine {d.engine!r}.", hint=f"Use one of {', '.join(choices)}.")
     try:
         loopback = ipaddress.ip_address(d.engine_host).is_loopback
     except ValueError:
@@ -283,14 +237,9 @@ def check(d: Deployment) -> None:
         )
 
 
-def toml_value(value: Any) -> str:
-    """A str/int/float as TOML (a JSON string is a valid TOML basic string)."""
-    return json.dumps(value)
-
-
 def to_toml(d: Deployment) -> str:
     """Every setting of ``d`` as a TOML file (what ``render`` used, to re-render it later)."""
-    return "".join(f"{name} = {toml_value(getattr(d, name))}\n" for name in FIELDS)
+    return SCHEMA.to_toml(d)
 
 
 def example_toml(*, model: str = "wizard-vicuna-13b") -> str:
@@ -302,42 +251,23 @@ def example_toml(*, model: str = "wizard-vicuna-13b") -> str:
         # env COURSELAB_SERVER_MODEL
         model = "wizard-vicuna-13b"
     """
-    lines = [
-        "# Settings of one class-server deployment (python -m server_setup render FILE).",
-        "# Precedence: command-line flag > environment variable > this file > default.",
-        "# Commented-out lines show the default.",
-        "",
-    ]
     examples = {
         "model": model,
         "model_path": "/srv/models/wizard-vicuna-13b-awq",
         "dtype": "awq",
         "gpu_mem": "40GiB",
     }
-    for name, f in FIELDS.items():
-        lines.append(f"# {f.metadata['doc']}")
-        lines.append(f"# env {env_name(name)}")
-        if name in examples and examples[name]:
-            lines.append(f"{name} = {toml_value(examples[name])}")
-        else:
-            lines.append(f"# {name} = {toml_value(f.default)}")
-        lines.append("")
-    return "\n".join(lines)
+    return SCHEMA.commented_toml(
+        title="Settings of one class-server deployment (python -m server_setup render FILE).",
+        examples={name: value for name, value in examples.items() if value},
+    )
 
 
 def add_settings(p: argparse.ArgumentParser) -> None:
     """One flag per Deployment field (--max-seqs ...); each overrides its env var and the file."""
-    group = p.add_argument_group("settings (each overrides its env variable and the file)")
-    for name, f in FIELDS.items():
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            default=None,
-            metavar=type(f.default).__name__.upper(),
-            help=f"{f.metadata['doc']} [{env_name(name)}; default {f.default!r}]",
-        )
+    SCHEMA.add_arguments(p)
 
 
 def load_settings(args: argparse.Namespace) -> Deployment:
     """The Deployment from args.settings (a file or None) and the settings flags."""
-    return load(args.settings, overrides={name: getattr(args, name) for name in FIELDS})
+    return load(args.settings, overrides=SCHEMA.flag_values(args))

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from deployments import GATEWAY, self_signed, unit_sections
 from servers import (
     BODY_KIB,
     BURST,
@@ -337,8 +338,6 @@ def _wait_healthy(url: str, *, timeout_s: float = 10.0) -> int:
 def test_tls_and_http2_with_a_self_signed_certificate(tmp_path):
     """The rendered TLS gateway for real (no engine: its 503 is the answer): HTTP/2 over
     TLS, keys checked, the body read by njs (max_tokens over the cap: 400)."""
-    from test_server_setup_render import self_signed
-
     curl = shutil.which("curl")
     if not curl:
         pytest.skip("curl is not installed: no HTTP/2 client here")
@@ -398,13 +397,11 @@ def test_the_gateway_runs_within_its_units_capabilities(tmp_path):
     """courselab-gateway.service's ExecStart and ExecReload, run here with the unit's
     CapabilityBoundingSet and NoNewPrivileges (setpriv; systemd itself is not running here):
     root master, unprivileged workers, keys checked, reload and graceful stop work."""
-    from test_server_setup_render import GATEWAY, _unit
-
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or not setpriv:
         pytest.skip("needs root and setpriv (util-linux): the unit's master runs as root")
     d, gw, key = _gateway_only(tmp_path)
-    service = _unit((Path(d.output_dir) / GATEWAY).read_text())["Service"]
+    service = unit_sections((Path(d.output_dir) / GATEWAY).read_text())["Service"]
     assert service["NoNewPrivileges"] == ["yes"]
     caps = [c.lower().removeprefix("cap_") for c in service["CapabilityBoundingSet"][0].split()]
     confined = [setpriv, "--bounding-set", "-all," + ",".join("+" + c for c in caps)]

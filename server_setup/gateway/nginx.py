@@ -26,6 +26,9 @@ With ``tls_cert`` and ``tls_key`` set, it listens with TLS and HTTP/2 instead of
 The same file runs under ``up`` (as you), systemd and the official nginx image (compose):
 every path in it is absolute and the same on the host and in the container.
 
+This module computes the values (paths, limits, the error bodies, the guarded prefixes);
+``templates/nginx.conf.j2`` lays out the file (:mod:`server_setup.templates`).
+
 Every error is a JSON body in OpenAI's shape (``{"error": {"message": ...}}``) so the
 ``openai`` client shows the message. One access log, a JSON line per request with the
 student id (never the key), is what ``status`` reads (:mod:`server_setup.gateway.usage`).
@@ -34,7 +37,8 @@ The nginx behaviour relied on is in docs/facts.md#nginx-gateway.
 Example::
 
     >>> d = load(None, overrides={"model": "m.gguf", "rate_per_minute": 20}, environ={})
-    >>> conf = nginx_conf(d, paths=GatewayPaths.of(d, install_dir=Path("/srv/deploy")))
+    >>> paths = GatewayPaths.of(d, install_dir=Path("/srv/deploy"))
+    >>> conf = nginx_conf(d, paths=paths, prefixes=["/v1/", "/extras/"])
     >>> "limit_req_zone $student_id zone=students:10m rate=20r/m;" in conf
     True
 """
@@ -42,12 +46,14 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
 from server_setup.gateway.keys import ENGINE_AUTH, ENGINE_ENV, KEYS_MAP
 from server_setup.settings import Deployment
+from server_setup.templates import render_template
 
 CONF = "gateway/nginx.conf"
 """The rendered configuration, relative to the install dir."""
@@ -183,165 +189,40 @@ def gateway_url(d: Deployment) -> str:
     return f"{'https' if d.tls_cert else 'http'}://{d.gateway_host}:{d.gateway_port}/v1"
 
 
-def _listen(d: Deployment) -> str:
-    """The server's listen lines: plain HTTP, or TLS with HTTP/2 when a certificate is set."""
-    if not d.tls_cert:
-        return f"listen {d.gateway_host}:{d.gateway_port};"
-    # "listen ... http2" is the spelling nginx 1.22 (Debian 12) knows; 1.25.1 and later accept
-    # it with a deprecation warning (they prefer "http2 on;", which 1.22 refuses)
-    return f"""listen {d.gateway_host}:{d.gateway_port} ssl http2;
-        ssl_certificate {d.tls_cert};
-        ssl_certificate_key {d.tls_key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache shared:gateway_tls:10m;
-        ssl_session_timeout 1h;
-        ssl_session_tickets off;"""
+def nginx_conf(d: Deployment, *, paths: GatewayPaths, prefixes: Sequence[str]) -> str:
+    """The whole nginx.conf for this deployment (``nginx -p PREFIX -c CONF``).
 
-
-def nginx_conf(d: Deployment, *, paths: GatewayPaths, engine_kind: str = "llamacpp") -> str:
-    """The whole nginx.conf for this deployment (``nginx -p PREFIX -c CONF``)."""
-    log_format = ", ".join(f'"{k}": "{v}"' for k, v in LOG_FIELDS.items())
-    body = f"{d.max_body_kib}k"
+    ``prefixes``: the engine's URL prefixes the gateway forwards, each behind the students'
+    keys (the engine's ``gateway_prefixes``: only what the engine serves is reachable).
+    The values are computed here; ``templates/nginx.conf.j2`` lays them out.
+    """
     wait = retry_after_s(d)
-    # the engine's own paths: the OpenAI API, llama-cpp-python's tokenizer (courselib's
-    # remote backend counts prompt tokens with it), Triton's generate endpoints
-    prefixes = {"llamacpp": ["/v1/", "/extras/"], "vllm": ["/v1/", "/tokenize"]}.get(
-        engine_kind, ["/v2/models/"]
+    # the gateway's own refusals, OpenAI error code -> message
+    refusals = {
+        "missing_api_key": "No API key: send the header Authorization: Bearer YOUR_COURSE_KEY.",
+        "invalid_api_key": "This API key is not valid (unknown or revoked): check the key your "
+        "instructor gave you.",
+        "body_too_large": f"The request body is over the limit of {d.max_body_kib} KiB per "
+        "request.",
+        "rate_limit_exceeded": f"Rate limit: {d.rate_per_minute} requests a minute per student "
+        f"(bursts of {d.rate_burst}). Retry after {wait} s.",
+        "engine_unavailable": "The model server is not answering: try again in a minute, or "
+        "tell your instructor.",
+        "not_found": "Not found: the class server answers under /v1/.",
+    }
+    return render_template(
+        "gateway/nginx.conf.j2",
+        d=d,
+        paths=paths,
+        run=" ".join(paths.argv(d.nginx)),
+        js_path=paths.install_dir / "gateway",
+        log_format="{" + ", ".join(f'"{k}": "{v}"' for k, v in LOG_FIELDS.items()) + "}",
+        body=f"{d.max_body_kib}k",
+        # nginx refuses "burst=0"; no burst is written as none (then nodelay changes nothing)
+        burst=f" burst={d.rate_burst} nodelay" if d.rate_burst else "",
+        retry_after_s=wait,
+        keepalive=UPSTREAM_KEEPALIVE,
+        keepalive_timeout_s=UPSTREAM_IDLE_S,
+        prefixes=prefixes,
+        errors={code: _error(message, code) for code, message in refusals.items()},
     )
-    # nginx refuses "burst=0"; no burst is written as none (then nodelay changes nothing)
-    burst = f" burst={d.rate_burst} nodelay" if d.rate_burst else ""
-    guarded = "\n".join(
-        f"""        location {p} {{
-            if ($http_authorization = "") {{
-                return 401 {_error("No API key: send the header Authorization: Bearer YOUR_COURSE_KEY.", "missing_api_key")};
-            }}
-            if ($student_id = "") {{
-                return 401 {_error("This API key is not valid (unknown or revoked): check the key your instructor gave you.", "invalid_api_key")};
-            }}
-            limit_req zone=students{burst};
-            js_content gateway.checkBody;
-        }}"""
-        for p in prefixes
-    )
-    engine = f"""            proxy_pass http://engine;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # the student's key stays here; the engine gets its own (a root-only file)
-            include {paths.engine_auth};
-            # streaming: each SSE chunk goes to the student as the engine sends it
-            proxy_buffering off;
-            proxy_request_buffering on;
-            proxy_read_timeout 600s;
-            js_body_filter gateway.countTokens;"""
-    return f"""# Rendered by python -m server_setup render from deployment.toml: edit that, re-render.
-# Run: {" ".join(paths.argv(d.nginx))}
-load_module {d.nginx_js_module};
-# in the foreground: systemd, docker or `python -m server_setup up` supervises it
-daemon off;
-worker_processes 1;
-pid {paths.pid};
-error_log {paths.error_log} warn;
-
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    server_tokens off;
-    # temp files under the state dir, so nginx runs as any user (no /var/lib/nginx)
-    client_body_temp_path {paths.prefix}/client_body;
-    proxy_temp_path {paths.prefix}/proxy;
-    fastcgi_temp_path {paths.prefix}/fastcgi;
-    uwsgi_temp_path {paths.prefix}/uwsgi;
-    scgi_temp_path {paths.prefix}/scgi;
-
-    js_path {paths.install_dir / "gateway"};
-    js_import gateway from gateway.js;
-    js_set $key_hash gateway.keyHash;
-    js_var $refusal;
-    js_var $max_tokens_asked;
-    js_var $rewritten_body;
-    js_var $prompt_tokens;
-    js_var $completion_tokens;
-    js_var $sse_rest;
-    js_var $json_body;
-
-    # sha256(key) -> student id; the file holds hashes only (python -m server_setup keys)
-    map_hash_bucket_size 128;
-    map $key_hash $student_id {{
-        default "";
-        include {paths.keys_map};
-    }}
-
-    # per student: {d.rate_per_minute} requests a minute, bursts of {d.rate_burst} (10 MB of state: ~80,000 keys)
-    limit_req_zone $student_id zone=students:10m rate={d.rate_per_minute}r/m;
-    limit_req_status 429;
-    limit_req_log_level warn;
-
-    log_format student escape=json '{{{log_format}}}';
-
-    upstream engine {{
-        server {d.engine_host}:{d.engine_port};
-        # idle connections to the engine kept for the next request: more than a class's
-        # students sending at once (with 8, 30 students closed and reopened ~25 connections
-        # per 120 requests; the latency difference was within the bench's noise)
-        keepalive {UPSTREAM_KEEPALIVE};
-        # shorter than the engine's own idle limit (uvicorn's default 5 s), so nginx closes an idle
-        # connection first and never sends a request on one the engine is closing (a 502)
-        keepalive_timeout {UPSTREAM_IDLE_S}s;
-    }}
-
-    server {{
-        {_listen(d)}
-        default_type application/json;
-        access_log {paths.access_log} student;
-        # bodies stay in memory (njs reads them there) up to the cap; over it: 413
-        client_max_body_size {body};
-        client_body_buffer_size {body};
-        set $max_tokens_cap {d.max_tokens};
-        set $served_models "{d.served_model_name}";
-
-        error_page 413 @too_large;
-        error_page 429 @too_many;
-        # "=503": the status students see (502 when nginx cannot connect), which clients retry
-        error_page 502 503 504 =503 @engine_down;
-
-        location = /healthz {{
-            access_log off;
-            return 200 '{{"status": "ok"}}';
-        }}
-
-{guarded}
-
-        location @engine {{
-{engine}
-        }}
-
-        location @engine_rewritten {{
-{engine}
-            proxy_set_body $rewritten_body;
-        }}
-
-        location @too_large {{
-            set $refusal body_too_large;
-            return 413 {_error(f"The request body is over the limit of {d.max_body_kib} KiB per request.", "body_too_large")};
-        }}
-
-        location @too_many {{
-            set $refusal rate_limited;
-            add_header Retry-After {wait} always;
-            return 429 {_error(f"Rate limit: {d.rate_per_minute} requests a minute per student (bursts of {d.rate_burst}). Retry after {wait} s.", "rate_limit_exceeded")};
-        }}
-
-        location @engine_down {{
-            set $refusal engine_unavailable;
-            add_header Retry-After 10 always;
-            return 503 {_error("The model server is not answering: try again in a minute, or tell your instructor.", "engine_unavailable")};
-        }}
-
-        location / {{
-            return 404 {_error("Not found: the class server answers under /v1/.", "not_found")};
-        }}
-    }}
-}}
-"""

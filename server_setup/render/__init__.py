@@ -3,8 +3,9 @@
 :func:`render` plans first (:func:`server_setup.plan.plan`); a deployment that does not fit
 gets no files. A fitting one gets, in ``output_dir``:
 
-- the engine: vLLM's OpenAI server (``vicuna.jinja`` chat template), Triton with the vLLM
-  backend (``model_repository/``) or llama-cpp-python's server on a CPU host (``Dockerfile``);
+- the engine (:mod:`server_setup.engines`): vLLM's OpenAI server (``vicuna.jinja`` chat
+  template), Triton with the vLLM backend (``model_repository/``) or llama-cpp-python's server
+  on a CPU host (``Dockerfile``), with the files it asks for;
 - the same engine command as ``compose.yaml``, ``courselab-engine.service`` (systemd),
   ``courselab-engine.def`` (Apptainer) and ``serve.sbatch`` (Slurm);
 - the gateway in front of it: ``gateway/nginx.conf`` and ``gateway/gateway.js`` (per-student
@@ -15,8 +16,14 @@ gets no files. A fitting one gets, in ``output_dir``:
 No rendered file holds a secret: the students' key hashes and the engine's own key live in
 the state dir's ``keys/`` (:mod:`server_setup.gateway.keys`), which the files refer to.
 
-Modules: :mod:`.engine` (the command line), :mod:`.triton`, :mod:`.compose`, :mod:`.systemd`,
-:mod:`.hpc`, :mod:`.readme`.
+Modules: :mod:`.compose`, :mod:`.systemd`, :mod:`.hpc`, :mod:`.readme`; the engine's command
+line and files come from its module in :mod:`server_setup.engines`.
+
+The modules compute each file's values; a config file's layout is a jinja2 template in
+``templates/`` (:mod:`server_setup.templates`; an engine's own files, Triton's config.pbtxt,
+in ``server_setup/engines/templates/``). compose.yaml is written by yaml.safe_dump
+(which quotes what YAML needs quoted), model.json by json.dumps, and the few-line Dockerfile
+stays Python.
 
 Example::
 
@@ -34,12 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from courselib.atomic import atomic_path
-from courselib.chat.vicuna import VICUNA_JINJA
 from courselib.errors import CourseError
+from server_setup import engines
+from server_setup.engines import EngineRun
 from server_setup.gateway import nginx
 from server_setup.plan import Plan, plan
-from server_setup.render import compose, hpc, readme, systemd, triton
-from server_setup.render.engine import CHAT_TEMPLATE, EngineRun, engine_run
+from server_setup.render import compose, hpc, readme, systemd
 from server_setup.settings import Deployment, to_toml
 
 EXECUTABLE = {hpc.BATCH}
@@ -68,6 +75,17 @@ def plan_of(d: Deployment) -> Plan:
     )
 
 
+def resolved(p: Plan, d: Deployment) -> Deployment:
+    """The settings with what every rendered file names filled in: the weights' path, the
+    served model name (default: the plan's model) and the install dir."""
+    return dataclasses.replace(
+        d,
+        model_path=d.resolved_model_path(),
+        served_model_name=d.served_model_name or p.model.removesuffix(".gguf"),
+        install_dir=d.resolved_install_dir(),
+    )
+
+
 def render(d: Deployment) -> Rendered:
     """Plan, then build every file's text (nothing is written: see :func:`write`)."""
     if not d.model:
@@ -77,28 +95,23 @@ def render(d: Deployment) -> Rendered:
     p = plan_of(d)
     if not p.fits:
         return Rendered(plan=p)
-    run = engine_run(p, d)
-    install = d.resolved_install_dir()
-    used = dataclasses.replace(
-        d, model_path=run.model_path, served_model_name=run.name, install_dir=install
-    )
+    engine = engines.choose(p, d.engine)
+    used = resolved(p, d)
+    install = used.install_dir
+    gateway = nginx.GatewayPaths.of(used, install_dir=Path(install))
+    run = engine.run(p, used, key_file=str(gateway.engine_env))
     files = {"deployment.toml": to_toml(used)}
-    if run.kind == "vllm":
-        # courselib's own template: the server formats chats exactly as the labs do
-        files[CHAT_TEMPLATE] = VICUNA_JINJA + "\n"
-    if run.kind == "triton":
-        files.update(triton.model_repository(p, model_path=run.model_path, name=run.name))
+    files.update(engine.files(p, run))
     if run.build:
         files[compose.DOCKERFILE] = compose.dockerfile(run)
-    gateway = nginx.GatewayPaths.of(used, install_dir=Path(install))
     files["compose.yaml"] = compose.compose_yaml(run, install_dir=install, d=used, paths=gateway)
     files[systemd.UNIT] = systemd.unit(run, install_dir=install)
     files[systemd.GATEWAY_UNIT] = systemd.gateway_unit(used, paths=gateway)
     files[hpc.DEFINITION] = hpc.definition(run)
     files[hpc.BATCH] = hpc.batch_script(run, used)
-    files[nginx.CONF] = nginx.nginx_conf(used, paths=gateway, engine_kind=run.kind)
+    files[nginx.CONF] = nginx.nginx_conf(used, paths=gateway, prefixes=engine.gateway_prefixes)
     files[nginx.JS] = nginx.gateway_js()
-    files["README.txt"] = readme.readme(sorted(files), run=run, p=p, d=used)
+    files["README.txt"] = readme.readme(sorted(files), engine=engine, run=run, p=p, d=used)
     return Rendered(plan=p, engine=run, files=files)
 
 

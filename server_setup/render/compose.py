@@ -35,8 +35,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from courselib.errors import MissingDependencyError
+from server_setup.engines import EngineRun
 from server_setup.gateway.nginx import GatewayPaths
-from server_setup.render.engine import EngineRun
 from server_setup.settings import Deployment
 
 DOCKERFILE = "Dockerfile"

@@ -20,8 +20,9 @@ from __future__ import annotations
 import shlex
 from pathlib import PurePosixPath
 
-from server_setup.render.engine import EngineRun
+from server_setup.engines import EngineRun
 from server_setup.settings import Deployment
+from server_setup.templates import render_template
 
 DEFINITION = "courselab-engine.def"
 IMAGE = "courselab-engine.sif"
@@ -29,27 +30,22 @@ BATCH = "serve.sbatch"
 
 
 def definition(run: EngineRun) -> str:
-    """courselab-engine.def: build with ``apptainer build courselab-engine.sif <this file>``."""
-    lines = [
-        "# Rendered by python -m server_setup render from deployment.toml: edit that, re-render.",
-        "Bootstrap: docker",
-        f"From: {run.image}",
-        "",
-        "%labels",
-        f"    courselab.engine {run.kind}",
-        f"    courselab.model {run.name}",
-        "",
-        "%environment",
-        *(f"    export {k}={shlex.quote(v)}" for k, v in run.env.items()),
-    ]
-    if run.build:
-        lines += ["", "%post", *(f"    {step}" for step in run.build)]
-    lines += ["", "%runscript", '    exec "$@"', ""]
-    return "\n".join(lines)
+    """courselab-engine.def: build with ``apptainer build courselab-engine.sif <this file>``.
+
+    Laid out by ``templates/courselab-engine.def.j2``.
+    """
+    return render_template(
+        "render/courselab-engine.def.j2",
+        run=run,
+        environment={name: shlex.quote(value) for name, value in run.env.items()},
+    )
 
 
 def batch_script(run: EngineRun, d: Deployment) -> str:
-    """serve.sbatch: one Slurm job that runs the engine until its time limit."""
+    """serve.sbatch: one Slurm job that runs the engine until its time limit.
+
+    Laid out by ``templates/serve.sbatch.j2``.
+    """
     install = PurePosixPath(d.resolved_install_dir())
     binds = [f"{run.model_path}:{run.model_path}:ro"]
     binds += [f"{install / f}:{install / f}:ro" for f in run.files]
@@ -63,28 +59,10 @@ def batch_script(run: EngineRun, d: Deployment) -> str:
     for bind in binds:
         apptainer += ["--bind", bind]
     apptainer.append(str(install / IMAGE))
-    command = " \\\n    ".join([shlex.join(apptainer), shlex.join(run.argv)])
-    sbatch = [
-        "#SBATCH --job-name=courselab-engine",
-        f"#SBATCH --time={d.slurm_time}",
-        f"#SBATCH --cpus-per-task={d.slurm_cpus}",
-        f"#SBATCH --output={install / 'courselab-engine-%j.log'}",
-    ]
-    if run.gpus:
-        sbatch.append(f"#SBATCH --gres=gpu:{run.gpus}")
-    if d.slurm_partition:
-        sbatch.append(f"#SBATCH --partition={d.slurm_partition}")
-    return "\n".join(
-        [
-            "#!/bin/bash",
-            *sbatch,
-            "# Rendered by python -m server_setup render from deployment.toml: edit that, "
-            "re-render.",
-            f"# {run.kind} serves {run.name} on this node's {d.engine_host}:{d.engine_port}; reach"
-            " it through the login node:",
-            f"#   ssh -J LOGIN-NODE -N -L {d.engine_port}:127.0.0.1:{d.engine_port} COMPUTE-NODE",
-            "set -euo pipefail",
-            f"exec {command}",
-            "",
-        ]
+    return render_template(
+        "render/serve.sbatch.j2",
+        run=run,
+        d=d,
+        log=install / "courselab-engine-%j.log",
+        command=" \\\n    ".join([shlex.join(apptainer), shlex.join(run.argv)]),
     )

@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import shlex
 
+from server_setup.engines import EngineRun
 from server_setup.gateway.nginx import GatewayPaths
-from server_setup.render.engine import EngineRun
 from server_setup.settings import Deployment
+from server_setup.templates import render_template
 
 UNIT = "courselab-engine.service"
 GATEWAY_UNIT = "courselab-gateway.service"
 CACHE = "courselab-engine"
 """CacheDirectory= name: /var/cache/courselab-engine, the one place the engine may write."""
-HEADER = "# Rendered by python -m server_setup render from deployment.toml: edit that, re-render."
 
 # what nginx's root master needs: chown its temp folders to the workers' user (CHOWN), start
 # workers as that user (SETUID, SETGID), signal them (KILL, another user's processes: when
@@ -53,53 +53,19 @@ def _exec_line(argv: list[str]) -> str:
 
 
 def unit(run: EngineRun, *, install_dir: str) -> str:
-    """The unit file's text."""
+    """The unit file's text (laid out by ``templates/courselab-engine.service.j2``)."""
     argv = [run.host_program, *run.argv[1:]]
     # compiled-kernel and Hub caches go under the cache directory instead of $HOME
     env = {**run.env, "HOME": f"%C/{CACHE}", "XDG_CACHE_HOME": f"%C/{CACHE}"}
-    read_only = " ".join(dict.fromkeys([run.model_path, install_dir]))
-    lines = [
-        HEADER,
-        "[Unit]",
-        f"Description=Class inference server: {run.kind} serving {run.name} on loopback",
-        "After=network-online.target",
-        "Wants=network-online.target",
-        "",
-        "[Service]",
-        "Type=exec",
-        f"ExecStart={_exec_line(argv)}",
-        *(f"Environment={k}={v}" for k, v in env.items()),
-    ]
-    if run.key_file:
-        # the key as environment variables: /proc/PID/environ is the owner's alone, while
-        # every local user can read a command line
-        lines.append(f"EnvironmentFile={_path(run.key_file)}")
-    lines += [
-        "DynamicUser=yes",
-        f"CacheDirectory={CACHE}",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=read-only",
-        # explicit, so the weights stay read-only even if ProtectSystem is relaxed later
-        f"ReadOnlyPaths={read_only}",
-        "PrivateTmp=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectControlGroups=yes",
-        "RestrictSUIDSGID=yes",
-        "LockPersonality=yes",
-    ]
-    if not run.gpus:
-        lines.append("PrivateDevices=yes")  # a GPU engine needs /dev/nvidia*
-    lines += [
-        "Restart=on-failure",
-        "RestartSec=10",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ]
-    return "\n".join(lines)
+    return render_template(
+        "render/courselab-engine.service.j2",
+        run=run,
+        exec_start=_exec_line(argv),
+        environment=env,
+        key_file=_path(run.key_file) if run.key_file else "",
+        cache=CACHE,
+        read_only=" ".join(dict.fromkeys([run.model_path, install_dir])),
+    )
 
 
 def _path(path: object) -> str:
@@ -108,55 +74,18 @@ def _path(path: object) -> str:
 
 
 def gateway_unit(d: Deployment, *, paths: GatewayPaths) -> str:
-    """courselab-gateway.service: nginx with the rendered configuration, after the engine."""
-    writable = " ".join(f"-{_path(p)}" for p in paths.writable)  # "-": may not exist yet
-    lines = [
-        HEADER,
-        "[Unit]",
-        f"Description=Class gateway: per-student keys and limits in front of {UNIT}",
-        f"Documentation=file:{_path(paths.install_dir / 'README.txt')}",
-        f"Wants=network-online.target {UNIT}",
-        f"After=network-online.target {UNIT}",
-        "",
-        "[Service]",
-        "Type=exec",
-        # nginx creates its temp folders but not their parents; "+": outside the sandbox below
-        f"ExecStartPre=+/bin/mkdir -p {' '.join(_path(p) for p in paths.writable)}",
-        # a broken configuration or a missing key file fails here, with nginx's message
-        f"ExecStartPre={_exec_line(paths.argv(d.nginx, '-t', '-q'))}",
-        f"ExecStart={_exec_line(paths.argv(d.nginx))}",
-        # new workers with the configuration and key map as they are now
-        f"ExecReload={_exec_line(paths.argv(d.nginx, '-s', 'reload'))}",
-        # graceful stop: streams in flight end first
-        "KillSignal=SIGQUIT",
-        "KillMode=mixed",
-        "TimeoutStopSec=60",
-        "Restart=on-failure",
-        "RestartSec=5",
-        "NoNewPrivileges=yes",
-        f"CapabilityBoundingSet={GATEWAY_CAPABILITIES}",
-        "ProtectSystem=strict",
-        "ProtectHome=read-only",  # read-only, not hidden: state_dir may be under /root
-        f"ReadWritePaths={writable}",
-        "PrivateTmp=yes",
-        "PrivateDevices=yes",
-        "ProtectProc=invisible",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes",
-        "ProtectClock=yes",
-        "ProtectHostname=yes",
-        "RestrictNamespaces=yes",
-        "RestrictRealtime=yes",
-        "RestrictSUIDSGID=yes",
-        "LockPersonality=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-        "SystemCallArchitectures=native",
-        "SystemCallFilter=@system-service",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ]
-    return "\n".join(lines)
+    """courselab-gateway.service: nginx with the rendered configuration, after the engine.
+
+    Laid out by ``templates/courselab-gateway.service.j2``.
+    """
+    return render_template(
+        "render/courselab-gateway.service.j2",
+        engine_unit=UNIT,
+        readme=_path(paths.install_dir / "README.txt"),
+        writable=" ".join(_path(p) for p in paths.writable),
+        exec_check=_exec_line(paths.argv(d.nginx, "-t", "-q")),
+        exec_start=_exec_line(paths.argv(d.nginx)),
+        exec_reload=_exec_line(paths.argv(d.nginx, "-s", "reload")),
+        capabilities=GATEWAY_CAPABILITIES,
+        read_write=" ".join(f"-{_path(p)}" for p in paths.writable),  # "-": may not exist yet
+    )
