@@ -7,7 +7,7 @@
 #   make demo    venv + models, then the end-to-end course run on the built-in models:
 #                the autograder grades a sample class, then a dry run of the class server
 #                (up, check, a short load test, status, down; nginx + njs from Debian)
-#   make test    venv + models (+ bubblewrap from Debian when root), then the test suite (CI)
+#   make test    venv + lint + models (+ Debian test packages when root), then the tests (CI)
 #   make lab     JupyterLab with the labs (student versions, in lab-work/), 127.0.0.1 + token
 #   make bench   benchmarks, printed as tables of medians and ratios
 #   make check-models  train course-chat from scratch for 3 seeds x 1 and 2 threads; every
@@ -106,7 +106,7 @@ lab: models
 	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
 	  $(if $(filter 0,$(shell id -u)),--allow-root)
 
-test: models sysdeps
+test: lint models sysdeps
 	$(PY) -m pytest -q
 
 # Debian packages the tests use beyond Python (bubblewrap: the autograder's sandbox; chromium:
