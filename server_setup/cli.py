@@ -46,8 +46,15 @@ Hugging Face checkpoint folder (its config.json is read) or a .gguf file (its he
 """
 
 
+PLAN_SETTINGS = (
+    "model", "gpu_mem", "gpus", "ram", "dtype", "max_seqs", "max_model_len",
+    "gpu_memory_utilization",
+)  # fmt: skip
+"""The deployment settings plan reads: the same flags, env vars and file keys as render's."""
+
+
 def _plan_parser(sub: argparse._SubParsersAction) -> None:
-    from server_setup.plan import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_SEQS, DEFAULT_UTILIZATION
+    from server_setup.settings import SCHEMA
 
     p = sub.add_parser(
         "plan",
@@ -57,66 +64,42 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "model", nargs="?", help="shipped name, checkpoint folder or .gguf file (or --model)"
+        "model_arg",
+        nargs="?",
+        metavar="model",
+        help="shipped name, checkpoint folder or .gguf file (or --model)",
     )
-    # the same flag as render's and up's, so one command line works for all three
-    p.add_argument("--model", dest="model_flag", metavar="MODEL", help="the same, as a flag")
-    hw = p.add_argument_group("the host (default: the GPUs torch/nvidia-smi find, else RAM)")
-    hw.add_argument("--gpu-mem", metavar="SIZE", help="memory of one GPU, e.g. 40GiB, 80GB")
-    hw.add_argument(
-        "--gpus", type=int, metavar="N", help="GPUs to use (tensor parallel, default 1)"
-    )
-    hw.add_argument("--ram", metavar="SIZE", help="a CPU host's RAM, e.g. 16GiB (llama.cpp)")
-    serve = p.add_argument_group("what is served")
-    serve.add_argument(
-        "--dtype",
-        default=None,
-        help="fp16, bf16, fp32, awq, gptq (vLLM) or a GGUF type: Q4_K_M, Q8_0, IQ4_XS, F16 ... "
-        "(llama.cpp); default: the checkpoint's dtype on a GPU, Q4_K_M on a CPU host",
-    )
-    serve.add_argument(
-        "--max-seqs",
-        type=int,
-        default=DEFAULT_MAX_SEQS,
-        help="sequences served at once (vLLM --max-num-seqs; default: %(default)s)",
-    )
-    serve.add_argument(
-        "--max-model-len",
-        type=int,
-        default=DEFAULT_MAX_MODEL_LEN,
-        help="context per sequence, prompt + answer (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--gpu-memory-utilization",
-        "--utilization",
-        type=float,
-        default=DEFAULT_UTILIZATION,
-        help="share of each GPU (or of RAM) the engine may take (default: %(default)s)",
+    p.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a deployment's TOML settings file (render's), read for what is not given here",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON (bytes)")
+    # the same flags as render's and up's, so one command line works for all three
+    SCHEMA.add_arguments(p, only=PLAN_SETTINGS, title="what plan reads")
     p.set_defaults(func=_run_plan)
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from server_setup.plan import plan
+    from server_setup.render import plan_of
     from server_setup.report import refusal, table
+    from server_setup.settings import SCHEMA, load
 
-    if (args.model is None) == (args.model_flag is None):
+    if args.model_arg is not None and args.model is not None:
         raise CourseError(
-            "plan needs one model: "
-            + ("none was given." if args.model is None else "it was given twice."),
+            "plan needs one model: it was given twice.",
             hint="Name it once: python -m server_setup plan wizard-vicuna-13b (or --model ...).",
         )
-    result = plan(
-        args.model or args.model_flag,
-        gpu_mem=args.gpu_mem,
-        gpus=args.gpus,
-        ram=args.ram,
-        dtype=args.dtype,
-        max_seqs=args.max_seqs,
-        max_model_len=args.max_model_len,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-    )
+    overrides = SCHEMA.flag_values(args)
+    if args.model_arg is not None:
+        overrides["model"] = args.model_arg
+    d = load(args.settings, overrides=overrides)
+    if not d.model:
+        raise CourseError(
+            "plan needs one model: none was given.",
+            hint="Name it once: python -m server_setup plan wizard-vicuna-13b (or --model ...).",
+        )
+    result = plan_of(d)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

@@ -216,3 +216,17 @@ def test_plan_takes_the_model_as_render_and_up_do():
     for wrong in ([], ["llama-13b", "--model", "llama-7b"]):
         run = server_setup_cli("plan", *wrong, "--gpu-mem", "80GiB", check=False)
         assert run.returncode == 2 and "plan needs one model" in run.stderr
+
+
+def test_plan_reads_the_deployment_settings_as_render_does(tmp_path, monkeypatch):
+    from server_setup.cli import main
+
+    settings = tmp_path / "deployment.toml"
+    settings.write_text('model = "llama-13b"\ngpu_mem = "80GiB"\ndtype = "fp16"\n')
+    flags = server_setup_cli("plan", "llama-13b", "--gpu-mem", "80GiB", "--dtype", "fp16", "--json")
+    from_file = server_setup_cli("plan", "--settings", str(settings), "--json")
+    assert from_file.stdout == flags.stdout
+    # the environment is below a flag and above the file: 40 GiB does not hold fp16 13B + cache
+    monkeypatch.setenv("COURSELAB_SERVER_GPU_MEM", "40GiB")
+    assert main(["plan", "--settings", str(settings), "--json"]) == 1
+    assert main(["plan", "--settings", str(settings), "--gpu-mem", "80GiB", "--json"]) == 0

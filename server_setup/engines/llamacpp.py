@@ -39,7 +39,7 @@ class LlamaCpp(Engine):
     needs = "a GGUF type on a CPU host"
     batches = False
     tensor_parallel = False
-    utilization_flag = "--utilization"
+    utilization_flag = "--gpu-memory-utilization"  # plan and render's flag, for RAM too
     out_of_memory = (
         "llama.cpp would fail to allocate, or the host would swap and the kernel kill it"
     )
