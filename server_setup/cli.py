@@ -85,20 +85,20 @@ def _run_plan(args: argparse.Namespace) -> int:
     from server_setup.report import refusal, table
     from server_setup.settings import SCHEMA, load
 
-    if args.model_arg is not None and args.model is not None:
-        raise CourseError(
-            "plan needs one model: it was given twice.",
+    def one_model(problem: str) -> CourseError:
+        return CourseError(
+            f"plan needs one model: {problem}",
             hint="Name it once: python -m server_setup plan wizard-vicuna-13b (or --model ...).",
         )
+
+    if args.model_arg is not None and args.model is not None:
+        raise one_model("it was given twice.")
     overrides = SCHEMA.flag_values(args)
     if args.model_arg is not None:
         overrides["model"] = args.model_arg
     d = load(args.settings, overrides=overrides)
     if not d.model:
-        raise CourseError(
-            "plan needs one model: none was given.",
-            hint="Name it once: python -m server_setup plan wizard-vicuna-13b (or --model ...).",
-        )
+        raise one_model("none was given.")
     result = plan_of(d)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import importlib
+import importlib.util
 import json
 import sys
 from typing import Any
@@ -344,8 +345,6 @@ class Agent:
     def _reference_codes(refs: tuple[str, ...]) -> dict[tuple[str, str], str]:
         """(file, qualname) of each reference's code -> its name: a copy, a reload and the
         original all run code with that file and qualname."""
-        import importlib.util
-
         out: dict[tuple[str, str], str] = {}
         for ref in refs:
             module_name, qualname = ref.split(":")
