@@ -32,7 +32,8 @@ PROMPTS = [  # agreement prompts: held-out questions plus open-ended ones
 FLOORS = {"overall": 0.90, "family": 0.75, "unknown": 0.60, "history": 0.85}
 """What every published build must score on the held-out test set (Q4_K_M, greedy): overall,
 in every fact family and greetings, on out-of-scope questions ("I don't know"), and overall
-after 4 earlier exchanges. The tests and ``bench/bench_margin.py`` check builds against them."""
+after 4 earlier exchanges. The tests and ``bench/check_models.py`` (``make check-models``)
+check builds against them."""
 
 
 @dataclass
