@@ -1,6 +1,6 @@
 # The course lab's front door. `make demo` and `make test` each do all the set-up they need.
 #
-#   make venv    create .venv and install the course with every extra (first time ~10 min:
+#   make venv    create .venv and install the course with every extra (first time ~5 min:
 #                llama.cpp compiles for a portable baseline; later installs reuse the wheel)
 #   make models  the offline course models in the data dir (COURSELAB_DATA_DIR): course-chat
 #                from the shipped checkpoint (hashes checked, never trained), course-bench
@@ -11,7 +11,7 @@
 #   make lab     JupyterLab with the labs (student versions, in lab-work/), 127.0.0.1 + token
 #   make bench   benchmarks, printed as tables of medians and ratios
 #   make check-models  train course-chat from scratch for 3 seeds x 1 and 2 threads; every
-#                build must clear the tests' accuracy floors (~40 min on 2 cores; none published)
+#                build must clear the tests' accuracy floors (~1 hour on 2 cores; none published)
 #   make doctor  can this machine run the course? one PASS/FAIL line per check
 #   make lint    ruff + mypy
 

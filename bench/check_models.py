@@ -10,8 +10,8 @@ nothing published) and prints, per build: training steps and gate rounds, held-o
 any build misses a floor or fails its gate.
 
 Builds run side by side while their threads fit the cores (two 1-thread builds at once on 2
-cores). A whole build takes 6-10 minutes on 2 cores: the default 3 seeds x (1, 2) threads
-takes about 40 minutes.
+cores). A build takes 8-18 minutes on 2 cores (a 1-thread build beside another: 13-18): the
+default 3 seeds x (1, 2) threads took 58 minutes on a 2-core AMD EPYC.
 
 Run: ``python bench/check_models.py [--seeds 0 1 2] [--threads 1 2] [--json out.json]``.
 """
